@@ -1,0 +1,35 @@
+# pssm — set-up, demo, tests.  `make demo` and `make test` each create .venv and install first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+export MPLBACKEND := Agg
+
+.PHONY: venv demo test test-fast lint format bench-quick clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev,nwb]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# Flagship case study on the bundled recording (figures, report and JSON under case_studies/output/).
+demo: $(STAMP)
+	$(PY) case_studies/sleep_wake_hmm.py --out case_studies/output/sleep_wake_hmm
+
+test: $(STAMP)
+	$(PY) -m pytest -n 2 --durations=15 tests
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format .
+
+# Every benchmark in its --quick mode (each prints one JSON object as its last line).
+bench-quick: $(STAMP)
+	for f in benchmarks/*.py; do echo "== $$f"; $(PY) $$f --quick || exit 1; done
+
+clean:
+	rm -rf $(VENV) case_studies/output benchmarks/output .pytest_cache

@@ -1,0 +1,225 @@
+"""Exact inference for discrete-state models: forward filtering, forward-backward smoothing, Viterbi, FFBS.
+
+All functions take log potentials (see :func:`pssm.protocol.discrete_log_potentials`):
+
+* ``log_initial`` ``(S,)``: :math:`\\log p(z_0 = j)`,
+* ``log_transitions`` ``(S, S)`` or ``(T-1, S, S)``: :math:`\\log p(z_{t+1} = j \\mid z_t = i)`,
+* ``log_likelihoods`` ``(T, S)``: :math:`\\log p(y_t \\mid z_t = j)` (0 for a missing observation).
+
+The forward pass keeps normalised filtered probabilities :math:`\\alpha_t(j) = p(z_t = j \\mid y_{0:t})` and
+accumulates :math:`\\log p(y_{0:T-1}) = \\sum_t \\log \\sum_j p(z_t=j \\mid y_{0:t-1}) p(y_t \\mid z_t=j)`.
+Smoothing uses the backward recursion
+:math:`\\gamma_t(i) = \\alpha_t(i) \\sum_j A_{ij} \\gamma_{t+1}(j) / \\bar\\alpha_{t+1}(j)` with
+:math:`\\bar\\alpha_{t+1}` the one-step predictive.  ``length`` (static shape, traced value) marks a padded
+sequence: steps ``t >= length`` are ignored, so batches of ragged sequences ``vmap`` cleanly.
+All functions are pure, ``jit``-able and ``vmap``-able.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import arviz as az
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.special import logsumexp
+from jaxtyping import Array, Float, Int, PRNGKeyArray
+
+from pssm.arviz import summary_group, to_arviz
+
+__all__ = [
+    "HMMFilterResult",
+    "HMMPosterior",
+    "hmm_filter",
+    "hmm_smoother",
+    "hmm_viterbi",
+    "hmm_posterior_sample",
+    "hmm_log_likelihood",
+]
+
+
+class HMMFilterResult(NamedTuple):
+    """Forward-pass output."""
+
+    log_likelihood: Float[Array, ""]
+    filtered_probs: Float[Array, "T S"]
+    predicted_probs: Float[Array, "T S"]
+
+
+class HMMPosterior(NamedTuple):
+    """Forward-backward output.  ``expected_transitions[i, j] = sum_t p(z_t=i, z_{t+1}=j | y)``."""
+
+    log_likelihood: Float[Array, ""]
+    filtered_probs: Float[Array, "T S"]
+    predicted_probs: Float[Array, "T S"]
+    smoothed_probs: Float[Array, "T S"]
+    expected_transitions: Float[Array, "S S"]
+    pairwise_probs: Float[Array, "Tm1 S S"] | None = None
+
+
+def _prep(log_initial, log_transitions, log_likelihoods, length):
+    T, S = log_likelihoods.shape
+    if log_initial.shape != (S,):
+        raise ValueError(f"log_initial must have shape ({S},) to match log_likelihoods {log_likelihoods.shape}.")
+    if log_transitions.shape not in ((S, S), (T - 1, S, S)):
+        raise ValueError(
+            f"log_transitions must have shape ({S}, {S}) or ({T - 1}, {S}, {S}); got {log_transitions.shape}."
+        )
+    length = jnp.asarray(T if length is None else length)
+    return T, S, length
+
+
+def _trans_at(log_transitions, t):
+    """Log transition matrix from step t to t+1 (time-homogeneous or time-varying)."""
+    if log_transitions.ndim == 2:
+        return log_transitions
+    return log_transitions[jnp.minimum(t, log_transitions.shape[0] - 1)]
+
+
+def hmm_filter(
+    log_initial: Float[Array, " S"],
+    log_transitions: Float[Array, "... S S"],
+    log_likelihoods: Float[Array, "T S"],
+    length: Int[Array, ""] | int | None = None,
+) -> HMMFilterResult:
+    """Forward algorithm in normalised form; returns the log marginal likelihood and filtered probabilities."""
+    T, S, length = _prep(log_initial, log_transitions, log_likelihoods, length)
+    log_pred0 = log_initial - logsumexp(log_initial)
+
+    def step(carry, t):
+        ll, log_pred = carry
+        s = log_pred + log_likelihoods[t]
+        c = logsumexp(s)
+        log_filt = s - c
+        valid = t < length
+        ll = ll + jnp.where(valid, c, 0.0)
+        filt = jnp.exp(log_filt)
+        pred_next = filt @ jnp.exp(_trans_at(log_transitions, t))
+        log_pred_next = jnp.log(pred_next)
+        log_pred_next = jnp.where(valid, log_pred_next, log_pred)
+        return (ll, log_pred_next), (filt, jnp.exp(log_pred))
+
+    (ll, _), (filt, pred) = jax.lax.scan(step, (jnp.zeros((), log_likelihoods.dtype), log_pred0), jnp.arange(T))
+    return HMMFilterResult(ll, filt, pred)
+
+
+def hmm_log_likelihood(
+    log_initial: Float[Array, " S"],
+    log_transitions: Float[Array, "... S S"],
+    log_likelihoods: Float[Array, "T S"],
+    length: Int[Array, ""] | int | None = None,
+) -> Float[Array, ""]:
+    """:math:`\\log p(y_{0:T-1})` by the forward algorithm (differentiable)."""
+    return hmm_filter(log_initial, log_transitions, log_likelihoods, length).log_likelihood
+
+
+def hmm_smoother(
+    log_initial: Float[Array, " S"],
+    log_transitions: Float[Array, "... S S"],
+    log_likelihoods: Float[Array, "T S"],
+    length: Int[Array, ""] | int | None = None,
+    return_pairwise: bool = False,
+) -> HMMPosterior:
+    """Forward-backward: smoothed marginals, expected transition counts (and per-step pairwise marginals)."""
+    T, S, length = _prep(log_initial, log_transitions, log_likelihoods, length)
+    fr = hmm_filter(log_initial, log_transitions, log_likelihoods, length)
+    filt, pred = fr.filtered_probs, fr.predicted_probs
+
+    def step(carry, t):
+        sm_next, counts = carry
+        A = jnp.exp(_trans_at(log_transitions, t))
+        pred_next = pred[t + 1]
+        ratio = jnp.where(pred_next > 0, sm_next / jnp.where(pred_next > 0, pred_next, 1.0), 0.0)
+        pair = filt[t][:, None] * A * ratio[None, :]
+        valid = t + 1 < length
+        sm = jnp.where(valid, pair.sum(axis=1), filt[t])
+        pair = jnp.where(valid, pair, 0.0)
+        return (sm, counts + pair), (sm, pair if return_pairwise else None)
+
+    init = (filt[T - 1], jnp.zeros((S, S), filt.dtype))
+    (_, counts), (sm, pairs) = jax.lax.scan(step, init, jnp.arange(T - 1), reverse=True)
+    smoothed = jnp.concatenate([sm, filt[T - 1][None]], axis=0)
+    return HMMPosterior(fr.log_likelihood, filt, pred, smoothed, counts, pairs)
+
+
+def hmm_viterbi(
+    log_initial: Float[Array, " S"],
+    log_transitions: Float[Array, "... S S"],
+    log_likelihoods: Float[Array, "T S"],
+    length: Int[Array, ""] | int | None = None,
+) -> Int[Array, " T"]:
+    """Most probable state path :math:`\\arg\\max_z p(z \\mid y)`; padded steps (``t >= length``) get ``-1``."""
+    T, S, length = _prep(log_initial, log_transitions, log_likelihoods, length)
+    delta0 = log_initial + log_likelihoods[0]
+
+    def fwd(delta, t):
+        scores = delta[:, None] + _trans_at(log_transitions, t - 1)
+        ptr = jnp.argmax(scores, axis=0)
+        new = jnp.max(scores, axis=0) + log_likelihoods[t]
+        valid = t < length
+        return jnp.where(valid, new, delta), jnp.where(valid, ptr, jnp.arange(S))
+
+    delta, ptrs = jax.lax.scan(fwd, delta0, jnp.arange(1, T))
+    last = jnp.argmax(delta)
+
+    def bwd(z, ptr):
+        prev = ptr[z]
+        return prev, prev
+
+    _, path = jax.lax.scan(bwd, last, ptrs, reverse=True)
+    path = jnp.concatenate([path, last[None]])
+    return jnp.where(jnp.arange(T) < length, path, -1)
+
+
+def hmm_posterior_sample(
+    key: PRNGKeyArray,
+    log_initial: Float[Array, " S"],
+    log_transitions: Float[Array, "... S S"],
+    log_likelihoods: Float[Array, "T S"],
+    length: Int[Array, ""] | int | None = None,
+) -> Int[Array, " T"]:
+    """One exact draw of :math:`z_{0:T-1} \\sim p(z \\mid y)` (forward filtering, backward sampling).
+
+    Padded steps get ``-1``.  ``vmap`` over keys for many draws.
+    """
+    T, S, length = _prep(log_initial, log_transitions, log_likelihoods, length)
+    fr = hmm_filter(log_initial, log_transitions, log_likelihoods, length)
+    log_filt = jnp.log(fr.filtered_probs)
+    keys = jax.random.split(key, T)
+    z_last = jax.random.categorical(keys[T - 1], log_filt[T - 1])
+
+    def bwd(z_next, t):
+        logits = log_filt[t] + _trans_at(log_transitions, t)[:, z_next]
+        z = jax.random.categorical(keys[t], logits)
+        z = jnp.where(t + 1 < length, z, jax.random.categorical(keys[t], log_filt[t]))
+        return z, z
+
+    _, zs = jax.lax.scan(bwd, z_last, jnp.arange(T - 1), reverse=True)
+    path = jnp.concatenate([zs, z_last[None]])
+    return jnp.where(jnp.arange(T) < length, path, -1)
+
+
+@to_arviz.register(HMMPosterior)
+def _hmm_posterior_to_arviz(result: HMMPosterior, *, emissions=None, lengths=None) -> az.InferenceData:
+    """Smoothed/filtered state probabilities (dims ``[trial,] time, state``), log-likelihood, observed data."""
+    batched = result.smoothed_probs.ndim == 3
+    lead = ["trial"] if batched else []
+    dims = {
+        "smoothed_probs": [*lead, "time", "state"],
+        "filtered_probs": [*lead, "time", "state"],
+        "expected_transitions": [*lead, "state", "state_next"],
+        "log_likelihood": lead,
+    }
+    post = {
+        "smoothed_probs": result.smoothed_probs,
+        "filtered_probs": result.filtered_probs,
+        "expected_transitions": result.expected_transitions,
+    }
+    observed = None
+    if emissions is not None:
+        y = np.asarray(emissions)
+        obs_dims = [*lead, "time"] + [f"obs_dim_{i}" for i in range(y.ndim - len(lead) - 1)]
+        dims["y"] = obs_dims
+        observed = {"y": y}
+    return summary_group(post, dims, observed_data=observed, log_likelihood={"log_likelihood": result.log_likelihood})

@@ -1,0 +1,26 @@
+"""pssm — probabilistic state-space models and inference on JAX and NumPyro.
+
+Core (this package): the model protocol (:class:`SSM`, :func:`simulate`, :func:`log_joint`), the derived NumPyro
+model (:func:`make_numpyro_model`), data containers and validation, ArviZ conversion (:func:`to_arviz`), metrics
+and plotting.  Model families live in :mod:`pssm.models`, algorithms in :mod:`pssm.inference`.
+
+Importing pssm changes no global JAX configuration; enable float64 yourself with
+``jax.config.update("jax_enable_x64", True)`` if you want it.
+"""
+
+from pssm.arviz import to_arviz
+from pssm.numpyro_model import make_numpyro_model, sample_params
+from pssm.protocol import SSM, discrete_log_potentials, inputs_at, log_joint, simulate
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SSM",
+    "discrete_log_potentials",
+    "inputs_at",
+    "log_joint",
+    "make_numpyro_model",
+    "sample_params",
+    "simulate",
+    "to_arviz",
+]
