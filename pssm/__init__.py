@@ -9,12 +9,31 @@ Importing pssm changes no global JAX configuration; enable float64 yourself with
 """
 
 from pssm.arviz import to_arviz
+from pssm.data import (
+    BinnedSpikes,
+    Sequences,
+    bin_spikes,
+    intervals_to_labels,
+    intervals_to_mask,
+    split_by_group,
+    train_test_split_blocks,
+)
+from pssm.nwb import NWBRecording, read_nwb
 from pssm.numpyro_model import make_numpyro_model, sample_params
 from pssm.protocol import SSM, discrete_log_potentials, inputs_at, log_joint, simulate
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BinnedSpikes",
+    "NWBRecording",
+    "Sequences",
+    "bin_spikes",
+    "intervals_to_labels",
+    "intervals_to_mask",
+    "read_nwb",
+    "split_by_group",
+    "train_test_split_blocks",
     "SSM",
     "discrete_log_potentials",
     "inputs_at",

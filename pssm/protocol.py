@@ -23,6 +23,8 @@ import jax.numpy as jnp
 import numpyro.distributions as dist
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
+from pssm.validation import check_key, check_num_timesteps
+
 PyTree = Any
 
 __all__ = [
@@ -106,9 +108,8 @@ def simulate(
 
     For models whose emissions depend on past emissions (e.g. HMM-GLMs), use the model family's own simulator.
     """
-    num_timesteps = int(num_timesteps)
-    if num_timesteps < 1:
-        raise ValueError(f"num_timesteps must be >= 1, got {num_timesteps}.")
+    check_key(key)
+    num_timesteps = check_num_timesteps(num_timesteps)
     n_in = _num_steps(inputs)
     if n_in is not None and n_in < num_timesteps:
         raise ValueError(f"inputs has {n_in} time steps but num_timesteps={num_timesteps}; give one row per step.")
