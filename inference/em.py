@@ -61,11 +61,11 @@ class EMResult(NamedTuple):
     """Batched forward-backward output at the final params."""
 
 
-def as_batch(emissions: Any, mask=None, lengths=None, inputs=None) -> Batch:
-    """Normalise user data: one sequence ``(T, ...)``, a padded batch ``(B, T, ...)`` or a ``Sequences`` object.
+def as_batch(emissions: Any, mask=None, lengths=None, inputs=None, kind: str | None = None) -> Batch:
+    """Normalise user data: one sequence ``(T, D)``, a padded batch ``(B, T, D)`` or a ``Sequences`` object.
 
-    With a single sequence pass ``emissions`` of shape ``(T, D)`` (``D`` may be absent for scalar emissions of
-    a categorical model, which must then be 2-D ``(B, T)`` for batches: give 3-D arrays for batches of vectors).
+    Rows holding a NaN are missing observations: they are masked out of the likelihood (and set to 0).
+    ``kind`` (``'counts'``, ``'categorical'``, ``'real'``) checks the observed values at this boundary.
     """
     if hasattr(emissions, "mask") and hasattr(emissions, "lengths"):
         return Batch(
@@ -85,9 +85,34 @@ def as_batch(emissions: Any, mask=None, lengths=None, inputs=None) -> Batch:
     if T < 1:
         raise ValueError("emissions has no time steps; every sequence needs length >= 1.")
     lengths = jnp.full((B,), T) if lengths is None else jnp.asarray(lengths)
+    if lengths.shape != (B,):
+        raise ValueError(f"lengths must have shape ({B},) (one length per sequence); got {lengths.shape}.")
+    if not isinstance(lengths, jax.core.Tracer) and (
+        np.any(np.asarray(lengths) < 1) or np.any(np.asarray(lengths) > T)
+    ):
+        raise ValueError(f"lengths must lie in [1, {T}] (every sequence needs at least one step); got {lengths}.")
     valid = jnp.arange(T)[None, :] < lengths[:, None]
     mask = valid if mask is None else jnp.asarray(mask, bool) & valid
+    if mask.shape != (B, T):
+        raise ValueError(f"mask must have shape ({B}, {T}); got {mask.shape}.")
+    if jnp.issubdtype(y.dtype, jnp.floating):
+        nan_rows = jnp.isnan(y.reshape(B, T, -1)).any(-1)
+        mask = mask & ~nan_rows
+        y = jnp.where(jnp.isnan(y), 0, y)
+    if kind is not None and not isinstance(y, jax.core.Tracer):
+        _check_kind(np.asarray(y)[np.asarray(mask)], kind)
     return Batch(y, mask, lengths, inputs)
+
+
+def _check_kind(observed: np.ndarray, kind: str) -> None:
+    from pssm.validation import check_array, check_counts
+
+    if kind == "counts":
+        check_counts(observed, "emissions")
+    elif kind == "categorical":
+        check_counts(observed, "emissions")  # class labels are non-negative integers
+    else:
+        check_array(observed, "emissions", finite=True)
 
 
 def _posterior_one(model, params, y, mask, length, inputs):
@@ -95,6 +120,7 @@ def _posterior_one(model, params, y, mask, length, inputs):
     return hmm_smoother(li, lt, ll, length)
 
 
+@eqx.filter_jit
 def e_step(model: SSM, params: PyTree, batch: Batch) -> HMMPosterior:
     """Batched forward-backward (leading axis = sequence)."""
     fn = lambda y, m, n, u: _posterior_one(model, params, y, m, n, u)  # noqa: E731
@@ -138,6 +164,11 @@ def _em_iteration(model, emission_m_step, log_prior, params, batch):
     return params._replace(initial_probs=pi, transition_matrix=A, emissions=em), ll, obj
 
 
+def _data_kind(model) -> str | None:
+    em = getattr(model, "emission_model", None)
+    return em.data_kind() if em is not None and hasattr(em, "data_kind") else None
+
+
 def fit_em(
     model: SSM,
     params: PyTree,
@@ -159,7 +190,7 @@ def fit_em(
     closed-form ``emission_model.m_step``); ``weights`` are zero at masked/padded steps.  Stops when the
     relative change of the objective is below ``tol``.  Resume by passing ``result.params`` back in.
     """
-    batch = as_batch(emissions, mask, lengths, inputs)
+    batch = as_batch(emissions, mask, lengths, inputs, kind=_data_kind(model))
     if emission_m_step is None and not hasattr(getattr(model, "emission_model", None), "m_step"):
         raise TypeError(
             f"{type(model).__name__} has no closed-form emission M-step; pass emission_m_step="
@@ -201,7 +232,9 @@ def fit_em_restarts(
 ) -> tuple[EMResult, list[EMResult]]:
     """Run EM from ``num_restarts`` initialisations (``init_fn(key)``, default ``model.initialize(key, data)``)
     and return ``(best, all_results)``, best by final objective."""
-    batch = as_batch(emissions, kwargs.pop("mask", None), kwargs.pop("lengths", None), kwargs.pop("inputs", None))
+    batch = as_batch(
+        emissions, kwargs.pop("mask", None), kwargs.pop("lengths", None), kwargs.pop("inputs", None), _data_kind(model)
+    )
     if init_fn is None:
         observed = np.asarray(batch.emissions)[np.asarray(batch.mask)]
         init_fn = lambda k: model.initialize(k, observed)  # noqa: E731

@@ -74,6 +74,8 @@ def _trans_at(log_transitions, t):
     """Log transition matrix from step t to t+1 (time-homogeneous or time-varying)."""
     if log_transitions.ndim == 2:
         return log_transitions
+    if log_transitions.shape[0] == 0:  # T == 1: no transition is ever used
+        return jnp.zeros(log_transitions.shape[1:], log_transitions.dtype)
     return log_transitions[jnp.minimum(t, log_transitions.shape[0] - 1)]
 
 

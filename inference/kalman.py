@@ -69,16 +69,40 @@ def _inputs(params, inputs, T):
     return inputs
 
 
+def _emissions_and_mask(params, emissions, mask):
+    """Validate shapes; rows with a NaN are treated as missing (masked), as documented in the module."""
+    emissions = jnp.asarray(emissions)
+    Dy = params.emission_weights.shape[0]
+    if emissions.ndim != 2 or emissions.shape[1] != Dy:
+        raise ValueError(
+            f"emissions must have shape (T, {Dy}) for these params; got {emissions.shape}. "
+            "For one scalar series pass y[:, None]; for a batch, jax.vmap over sequences."
+        )
+    T = emissions.shape[0]
+    if T < 1:
+        raise ValueError("emissions has no time steps; a sequence needs length >= 1.")
+    if not jnp.issubdtype(emissions.dtype, jnp.floating):
+        emissions = emissions.astype(params.emission_bias.dtype)
+    nan_rows = jnp.isnan(emissions).any(axis=-1)
+    mask = jnp.ones(T, bool) if mask is None else jnp.asarray(mask, bool)
+    if mask.shape != (T,):
+        raise ValueError(f"mask must have shape ({T},) (one flag per time step); got {mask.shape}.")
+    return jnp.where(nan_rows[:, None], 0.0, emissions), mask & ~nan_rows
+
+
 def kalman_filter(
     params: Any,
     emissions: Float[Array, "T Dy"],
     inputs: Float[Array, "T Du"] | None = None,
     mask: Bool[Array, " T"] | None = None,
 ) -> KalmanFilterResult:
-    """Kalman filter: marginal log-likelihood and filtered/predicted moments."""
+    """Kalman filter: marginal log-likelihood and filtered/predicted moments.
+
+    Rows of ``emissions`` containing NaN are missing observations (skipped, like ``mask == False``).
+    """
+    emissions, mask = _emissions_and_mask(params, emissions, mask)
     T = emissions.shape[0]
     u = _inputs(params, inputs, T)
-    mask = jnp.ones(T, bool) if mask is None else jnp.asarray(mask, bool)
     F, Q, H, R = params.dynamics_weights, params.dynamics_cov, params.emission_weights, params.emission_cov
     B, b, D, d = (
         params.dynamics_input_weights,
@@ -151,7 +175,7 @@ def kalman_posterior_sample(
 ) -> Float[Array, "T Dx"]:
     """One exact draw :math:`x_{0:T-1} \\sim p(x \\mid y)` (forward filtering, backward sampling)."""
     fr = kalman_filter(params, emissions, inputs, mask)
-    T = emissions.shape[0]
+    T = fr.filtered_means.shape[0]
     u = _inputs(params, inputs, T)
     F, Q, B, b = params.dynamics_weights, params.dynamics_cov, params.dynamics_input_weights, params.dynamics_bias
     keys = jax.random.split(key, T)

@@ -169,7 +169,8 @@ def discrete_log_potentials(
     """Log potentials of a discrete-state model for the forward algorithm, derived from the protocol.
 
     Returns ``log_initial[j] = log p(z_0=j)``, ``log_transitions[t-1, i, j] = log p(z_t=j | z_{t-1}=i)`` for
-    ``t = 1..T-1`` and ``log_likelihoods[t, j] = log p(y_t | z_t=j)`` (0 where ``mask`` is False).
+    ``t = 1..T-1`` and ``log_likelihoods[t, j] = log p(y_t | z_t=j)`` (0 where ``mask`` is False or the row of
+    ``emissions`` holds a NaN: missing observations are marginalised out).
     """
     if not model.discrete_states:
         raise TypeError(f"{type(model).__name__} has continuous states; use a Kalman filter or SMC instead.")
@@ -177,6 +178,10 @@ def discrete_log_potentials(
     states = jnp.arange(S)
     T = emissions.shape[0]
     ts = jnp.arange(T)
+    if jnp.issubdtype(emissions.dtype, jnp.floating):  # NaN marks a missing observation: mask it out
+        nan_rows = jnp.isnan(emissions.reshape(T, -1)).any(axis=1)
+        mask = ~nan_rows if mask is None else jnp.asarray(mask, bool) & ~nan_rows
+        emissions = jnp.where(jnp.isnan(emissions), 0, emissions)
     log_init = model.initial(params, inputs_at(inputs, 0)).log_prob(states)
 
     def trans_row(i, t):

@@ -114,8 +114,41 @@ def test_match_states_hungarian():
 
 
 def test_em_reports_non_finite_objective():
+    """Params that make the data impossible (a zero rate with positive counts) stop EM with a clear error."""
     model = HMM(2, PoissonEmissions(1))
-    params = HMMParams(jnp.array([0.5, 0.5]), jnp.eye(2) * 0.8 + 0.1, PoissonParams(jnp.array([[1.0], [2.0]])))
-    y = jnp.array([[[1.0], [jnp.inf], [2.0]]])
+    params = HMMParams(jnp.array([0.5, 0.5]), jnp.eye(2) * 0.8 + 0.1, PoissonParams(jnp.array([[0.0], [0.0]])))
+    y = jnp.array([[[1.0], [3.0], [2.0]]])
     with pytest.raises(FloatingPointError, match="objective"):
         fit_em(model, params, y, num_iters=3)
+
+
+@pytest.mark.parametrize(
+    "y,match",
+    [
+        (jnp.array([[1.0], [-1.0], [2.0]]), "non-negative"),
+        (jnp.array([[1.0], [0.5], [2.0]]), "integer"),
+        (jnp.array([[1.0], [jnp.inf], [2.0]]), "emissions"),
+        (jnp.zeros((4,)), "emissions must be"),
+    ],
+)
+def test_poisson_em_rejects_bad_counts(y, match):
+    model = HMM(2, PoissonEmissions(1))
+    params = HMMParams(jnp.array([0.5, 0.5]), jnp.eye(2) * 0.8 + 0.1, PoissonParams(jnp.array([[1.0], [3.0]])))
+    with pytest.raises(ValueError, match=match):
+        fit_em(model, params, y, num_iters=2)
+
+
+def test_nan_rows_are_missing_observations_and_length_one_sequences_work(x64):
+    model = HMM(2, PoissonEmissions(2))
+    params = HMMParams(
+        jnp.array([0.4, 0.6]), jnp.array([[0.9, 0.1], [0.3, 0.7]]), PoissonParams(jnp.array([[1.0, 4.0], [5.0, 1.0]]))
+    )
+    y = jnp.array([[[1.0, 3.0], [jnp.nan, 2.0], [4.0, 0.0]]])
+    r_nan = fit_em(model, params, y, num_iters=1)
+    r_mask = fit_em(model, params, y.at[0, 1].set(0.0), mask=jnp.array([[True, False, True]]), num_iters=1)
+    np.testing.assert_allclose(r_nan.log_likelihoods, r_mask.log_likelihoods, rtol=1e-12)
+    np.testing.assert_allclose(r_nan.posterior.smoothed_probs, r_mask.posterior.smoothed_probs, rtol=1e-12)
+    r1 = fit_em(model, params, jnp.array([[[2.0, 1.0]]]), num_iters=2)
+    assert np.isfinite(r1.log_likelihoods).all() and r1.posterior.smoothed_probs.shape == (1, 1, 2)
+    with pytest.raises(ValueError, match="lengths"):
+        fit_em(model, params, y.at[0, 1].set(0.0), lengths=jnp.array([0]), num_iters=1)

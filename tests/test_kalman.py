@@ -127,6 +127,27 @@ def test_float32_runs_and_is_close_to_float64():
     np.testing.assert_allclose(float(r32.log_likelihood), float(r64.log_likelihood), rtol=1e-4)
 
 
+def test_nan_rows_are_missing_and_shapes_are_validated(x64):
+    model = LinearGaussianSSM(2, 2)
+    params = model.random_params(jax.random.PRNGKey(18))
+    _, y = simulate(jax.random.PRNGKey(19), model, params, 8)
+    mask = jnp.ones(8, bool).at[2].set(False)
+    a = kalman_smoother(params, y.at[2, 0].set(jnp.nan))
+    b = kalman_smoother(params, y, mask=mask)
+    np.testing.assert_allclose(a.log_likelihood, b.log_likelihood, atol=1e-12)
+    np.testing.assert_allclose(a.smoothed_means, b.smoothed_means, atol=1e-12)
+    with pytest.raises(ValueError, match=r"emissions must have shape \(T, 2\)"):
+        kalman_filter(params, y[:, :1])
+    with pytest.raises(ValueError, match="emissions has no time steps"):
+        kalman_filter(params, jnp.zeros((0, 2)))
+    with pytest.raises(ValueError, match="mask must have shape"):
+        kalman_filter(params, y, mask=jnp.ones(7, bool))
+    one = kalman_smoother(params, y[:1])  # length-1 sequences are valid
+    ll, m, P, _ = dense_lgssm_posterior(params, y[:1])
+    np.testing.assert_allclose(one.log_likelihood, ll, atol=1e-10)
+    np.testing.assert_allclose(one.smoothed_means, m, atol=1e-10)
+
+
 def test_inputs_shape_is_validated():
     model = LinearGaussianSSM(2, 1, 3)
     params = model.random_params(jax.random.PRNGKey(0))
