@@ -1,6 +1,7 @@
 """Case studies and benchmarks run end to end in their --quick modes, on the bundled real data."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ def _run(script: str, *args: str, timeout: int = 300) -> dict:
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={"MPLBACKEND": "Agg", "PATH": "/usr/bin:/bin", "HOME": str(ROOT)},
+        env={**os.environ, "MPLBACKEND": "Agg"},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
