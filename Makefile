@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+BENCH_STAMP := $(VENV)/.bench-stamp
 export MPLBACKEND := Agg
 
 .PHONY: venv demo test test-fast lint format bench-quick clean
@@ -13,6 +14,11 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+# Peer libraries for benchmarks (dynamax); `particles` gets its own venv inside its benchmark (it pins numpy<2).
+$(BENCH_STAMP): $(STAMP) constraints-bench.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -c constraints-bench.txt -e ".[dev,nwb,bench]"
+	touch $(BENCH_STAMP)
 
 # Flagship case study on the bundled recording (figures, report and JSON under case_studies/output/).
 demo: $(STAMP)
@@ -28,7 +34,7 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 
 # Every benchmark in its --quick mode (each prints one JSON object as its last line).
-bench-quick: $(STAMP)
+bench-quick: $(BENCH_STAMP)
 	for f in benchmarks/*.py; do echo "== $$f"; $(PY) $$f --quick || exit 1; done
 
 clean:

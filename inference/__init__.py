@@ -10,6 +10,23 @@ from pssm.inference.forward_backward import (
     hmm_smoother,
     hmm_viterbi,
 )
+from pssm.inference.hmm_glm_em import (
+    HMMGLMData,
+    HMMGLMFit,
+    bits_per_spike,
+    expected_log_likelihood,
+    fit_hmm_glm_em,
+    fit_hmm_glm_restarts,
+    hmm_glm_log_likelihood,
+    hmm_glm_log_potentials,
+    hmm_glm_posterior,
+    hmm_glm_viterbi,
+    homogeneous_log_likelihood,
+    initialize_hmm_glm,
+    prepare_data,
+)
+from pssm.inference.hmm_glm_nuts import HMMGLMNUTSResult, fit_hmm_glm_nuts
+from pssm.inference.hmm_glm_svi import HMMGLMSVIResult, fit_hmm_glm_svi, hmm_glm_numpyro_model, params_from_sites
 from pssm.inference.kalman import (
     KalmanFilterResult,
     KalmanSmootherResult,
@@ -20,6 +37,25 @@ from pssm.inference.kalman import (
 )
 
 __all__ = [
+    "HMMGLMData",
+    "HMMGLMFit",
+    "HMMGLMNUTSResult",
+    "HMMGLMSVIResult",
+    "bits_per_spike",
+    "expected_log_likelihood",
+    "fit_hmm_glm_em",
+    "fit_hmm_glm_nuts",
+    "fit_hmm_glm_restarts",
+    "fit_hmm_glm_svi",
+    "hmm_glm_log_likelihood",
+    "hmm_glm_log_potentials",
+    "hmm_glm_numpyro_model",
+    "hmm_glm_posterior",
+    "hmm_glm_viterbi",
+    "homogeneous_log_likelihood",
+    "initialize_hmm_glm",
+    "params_from_sites",
+    "prepare_data",
     "EMResult",
     "as_batch",
     "e_step",
