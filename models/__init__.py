@@ -29,8 +29,30 @@ from pssm.models.hmm_glm import (
     synthetic_hmm_glm,
 )
 from pssm.models.linear_gaussian import LGSSMParams, LinearGaussianSSM
+from pssm.models.nonlinear import (
+    ChaoticRNN,
+    ChaoticRNNParams,
+    KitagawaGrowth,
+    KitagawaParams,
+    Lorenz96,
+    Lorenz96Params,
+    PoissonLDS,
+    PoissonLDSParams,
+    StochasticVolatility,
+    SVParams,
+)
 
 __all__ = [
+    "ChaoticRNN",
+    "ChaoticRNNParams",
+    "KitagawaGrowth",
+    "KitagawaParams",
+    "Lorenz96",
+    "Lorenz96Params",
+    "PoissonLDS",
+    "PoissonLDSParams",
+    "StochasticVolatility",
+    "SVParams",
     "EXPONENTIAL_BASIS",
     "HMMGLM",
     "Concrete",

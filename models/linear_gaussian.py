@@ -1,5 +1,8 @@
 """Multivariate linear Gaussian state-space model (with optional inputs).
 
+Densities are :class:`pssm.distributions.GaussianTril` (a multivariate normal evaluated with matrix products, fast
+when particle methods ``vmap`` it over many particles).
+
 .. math::
 
     x_0 \\sim N(m_0, P_0),\\quad x_t \\mid x_{t-1} \\sim N(F x_{t-1} + B u_t + b, Q),\\quad
@@ -16,6 +19,7 @@ import numpyro.distributions as dist
 from jaxtyping import Array, Float, PRNGKeyArray
 from numpyro.distributions import constraints
 
+from pssm.distributions import GaussianTril
 from pssm.protocol import SSM
 
 __all__ = ["LGSSMParams", "LinearGaussianSSM"]
@@ -105,17 +109,17 @@ class LinearGaussianSSM(SSM):
         )
 
     def initial(self, params: LGSSMParams, inputs=None) -> dist.Distribution:
-        return dist.MultivariateNormal(params.initial_mean, params.initial_cov)
+        return GaussianTril.from_cov(params.initial_mean, params.initial_cov)
 
     def transition(self, params: LGSSMParams, state, t, inputs=None) -> dist.Distribution:
         u = _u(inputs, self.input_dim, state.dtype)
         mean = state @ params.dynamics_weights.T + params.dynamics_input_weights @ u + params.dynamics_bias
-        return dist.MultivariateNormal(mean, params.dynamics_cov)
+        return GaussianTril.from_cov(mean, params.dynamics_cov)
 
     def emission(self, params: LGSSMParams, state, t, inputs=None) -> dist.Distribution:
         u = _u(inputs, self.input_dim, state.dtype)
         mean = state @ params.emission_weights.T + params.emission_input_weights @ u + params.emission_bias
-        return dist.MultivariateNormal(mean, params.emission_cov)
+        return GaussianTril.from_cov(mean, params.emission_cov)
 
     def log_transition_bound(self, params: LGSSMParams, t, inputs=None):
         """:math:`\\max_x N(x; \\mu, Q) = -\\tfrac12 \\log|2\\pi Q|`."""
@@ -138,11 +142,11 @@ class LinearGaussianSSM(SSM):
         return LGSSMParams(r, p, r, r, r, p, r, r, r, p)
 
 
-def _condition(m, P, params: LGSSMParams, y, u) -> dist.MultivariateNormal:
+def _condition(m, P, params: LGSSMParams, y, u) -> GaussianTril:
     """Gaussian conditioning of N(m, P) on y = H x + D u + d + N(0, R)."""
     H = params.emission_weights
     S = H @ P @ H.T + params.emission_cov
     K = jnp.linalg.solve(S, H @ P).T
     mean = m + K @ (y - H @ m - params.emission_input_weights @ u - params.emission_bias)
     cov = P - K @ S @ K.T
-    return dist.MultivariateNormal(mean, 0.5 * (cov + cov.T))
+    return GaussianTril.from_cov(mean, 0.5 * (cov + cov.T))
