@@ -152,8 +152,8 @@ def main(argv: list[str] | None = None) -> dict:
     lines += ["    " + " ".join(f"{v:6.1f}" for v in row) for row in rates[S_fig]]
     lines += [
         "",
-        f"Model chosen by held-out likelihood: {S_fig} states. Chance control: the decoded path shifted by a quarter of "
-        "the recording, mapped the same way.",
+        f"Model chosen by held-out likelihood: {S_fig} states. Chance control: the decoded path shifted by a "
+        "quarter of the recording, mapped the same way.",
         "",
         "![states](figure_states.png)",
         "",
