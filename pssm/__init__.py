@@ -18,8 +18,8 @@ from pssm.data import (
     split_by_group,
     train_test_split_blocks,
 )
-from pssm.nwb import NWBRecording, read_nwb
 from pssm.numpyro_model import make_numpyro_model, sample_params
+from pssm.nwb import NWBRecording, read_nwb
 from pssm.protocol import SSM, discrete_log_potentials, inputs_at, log_joint, simulate
 
 __version__ = "0.1.0"
