@@ -1,0 +1,329 @@
+"""Particle Gibbs over (path, θ): conditional SMC path updates alternating with parameter updates.
+
+One iteration (Andrieu, Doucet & Holenstein 2010; ancestor sampling: Lindsten, Jordan & Schön 2014):
+
+.. math::  x^{(k)} \\sim P^{\\mathrm{CSMC}}_{\\theta^{(k-1)}}(x^{(k-1)}, \\cdot), \\qquad
+           \\theta^{(k)} \\sim p(\\theta \\mid x^{(k)}, y)
+
+leaves :math:`p(\\theta, x_{0:T-1} \\mid y_{0:T-1})` invariant.  Two ways to draw :math:`\\theta`:
+
+* :func:`particle_gibbs`: a user-supplied conditional ``conditional(key, path, emissions, params) -> params``
+  (conjugate updates), all chains ``vmap``-ed, jitted chunks with a progress bar, resumable from ``result.state``;
+* :func:`particle_gibbs_nuts`: NUTS on :math:`\\theta \\mid x, y` through NumPyro's ``HMCGibbs`` on the NumPyro model
+  derived from the SSM (:func:`pssm.make_numpyro_model`; the path is its latent sites ``"x_0"``, ``"x"``), with CSMC
+  as the Gibbs function (:func:`make_csmc_gibbs_fn`).  It returns a ``numpyro.infer.MCMC`` (multiple chains);
+  :func:`mcmc_to_arviz` converts it with the path as ``path`` over ``(chain, draw, time, latent_dim)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import arviz as az
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+from jaxtyping import Array, Bool, Float, PRNGKeyArray
+from numpyro.infer import MCMC, NUTS, HMCGibbs
+from pssm.inference.csmc import (
+    csmc_kernel,
+    run_chunked,
+    validate_method,
+    validate_num_particles,
+    validate_reference,
+    validate_sequence,
+)
+from pssm.inference.smc.backward import BackwardKernel
+from pssm.inference.smc.filter import FeynmanKac, as_feynman_kac
+
+from pssm.arviz import to_arviz
+from pssm.numpyro_model import make_numpyro_model, sample_params
+from pssm.protocol import SSM, PyTree, simulate
+from pssm.validation import check_key
+
+__all__ = [
+    "ParticleGibbsState",
+    "ParticleGibbsInfo",
+    "ParticleGibbsResult",
+    "particle_gibbs_init",
+    "particle_gibbs_step",
+    "particle_gibbs",
+    "params_from_sites",
+    "make_csmc_gibbs_fn",
+    "particle_gibbs_nuts",
+    "mcmc_to_arviz",
+]
+
+Conditional = Callable[[PRNGKeyArray, Array, Array, PyTree], PyTree]
+
+
+class ParticleGibbsState(NamedTuple):
+    path: Array
+    """``(T, *event)`` (leading ``chain`` axis in results)."""
+    params: PyTree
+
+
+class ParticleGibbsInfo(NamedTuple):
+    log_likelihood: Float[Array, ""]
+    """Log normaliser of the conditional filter (a diagnostic, not an unbiased likelihood estimate)."""
+    mean_ess: Float[Array, ""]
+    """Particle ESS averaged over time steps."""
+    path_update_rate: Float[Array, ""]
+    """Fraction of time steps whose state changed (path degeneracy diagnostic)."""
+
+
+class ParticleGibbsResult(NamedTuple):
+    params: PyTree
+    """Draws, leaves ``(chain, draw, ...)``."""
+    paths: Array | None
+    """``(chain, draw, T, *event)`` when ``store_paths``."""
+    log_likelihood: Float[Array, "C D"]
+    mean_ess: Float[Array, "C D"]
+    path_update_rate: Float[Array, "C D"]
+    state: ParticleGibbsState
+    """Final state of every chain (leading ``chain`` axis): pass it back as ``state=`` to continue."""
+
+
+def particle_gibbs_init(path: Array, params: PyTree) -> ParticleGibbsState:
+    return ParticleGibbsState(jnp.asarray(path), params)
+
+
+def particle_gibbs_step(
+    key: PRNGKeyArray,
+    state: ParticleGibbsState,
+    fk: FeynmanKac,
+    emissions: Array,
+    conditional: Conditional,
+    num_particles: int,
+    *,
+    method: str = "ancestor",
+    backward: BackwardKernel | None = None,
+    inputs: PyTree = None,
+    mask: Bool[Array, " T"] | None = None,
+) -> tuple[ParticleGibbsState, ParticleGibbsInfo]:
+    """One sweep (pure kernel): CSMC path update at the current params, then ``conditional`` for the params."""
+    k_path, k_theta = jax.random.split(key)
+    path, ll, ess = csmc_kernel(k_path, fk, state.params, emissions, state.path, num_particles, method=method,
+                                backward=backward, inputs=inputs, mask=mask)
+    changed = jnp.mean(jnp.any((path != state.path).reshape(path.shape[0], -1), axis=-1).astype(ll.dtype))
+    params = conditional(k_theta, path, emissions, state.params)
+    return ParticleGibbsState(path, params), ParticleGibbsInfo(ll, ess, changed)
+
+
+def particle_gibbs(
+    key: PRNGKeyArray,
+    model: SSM | FeynmanKac,
+    emissions: Array,
+    init_params: PyTree,
+    conditional: Conditional,
+    num_samples: int,
+    num_particles: int,
+    *,
+    num_chains: int = 4,
+    num_warmup: int = 0,
+    method: str = "ancestor",
+    backward: BackwardKernel | None = None,
+    state: ParticleGibbsState | None = None,
+    inputs: PyTree = None,
+    mask: Bool[Array, " T"] | None = None,
+    store_paths: bool = True,
+    progress_bar: bool = False,
+    chunk_size: int = 100,
+) -> ParticleGibbsResult:
+    """Particle Gibbs with a user-supplied parameter conditional, ``num_chains`` chains in parallel (``vmap``).
+
+    ``conditional(key, path, emissions, params) -> params`` must draw from :math:`p(\\theta \\mid x, y)` (fixed leaves
+    returned unchanged).  Each chain starts at ``init_params`` and a path simulated from the model there (or from
+    ``state``, a previous ``result.state``, to continue).  ``num_warmup`` sweeps are discarded.  CSMC path updates
+    use ``method`` (``"ancestor"``, ``"backward"`` with kernel ``backward``, ``"trace"``).
+    """
+    check_key(key)
+    fk = as_feynman_kac(model)
+    emissions, mask = validate_sequence(emissions, inputs, mask)
+    num_particles = validate_num_particles(num_particles)
+    validate_method(method)
+    if not callable(conditional):
+        raise TypeError("conditional must be a callable (key, path, emissions, params) -> params.")
+    num_chains = validate_num_particles(num_chains, 1, "num_chains")
+    num_samples = validate_num_particles(num_samples, 1, "num_samples")
+    if isinstance(num_warmup, bool) or not isinstance(num_warmup, int) or num_warmup < 0:
+        raise ValueError(f"num_warmup must be a non-negative int; got {num_warmup!r}.")
+    T = emissions.shape[0]
+    k_init, k_run = jax.random.split(key)
+    if state is None:
+        if init_params is None:
+            raise TypeError("init_params is None; pass a params pytree to start the chains from (or state=).")
+        paths = jax.vmap(lambda k: simulate(k, fk.model, init_params, T, inputs)[0])(
+            jax.random.split(k_init, num_chains)
+        )
+        params0 = jax.tree.map(lambda a: jnp.broadcast_to(jnp.asarray(a), (num_chains, *jnp.shape(a))), init_params)
+        state = ParticleGibbsState(paths, params0)
+    else:
+        if not isinstance(state, ParticleGibbsState):
+            raise TypeError("state must be a ParticleGibbsState (result.state of a previous run) or None.")
+        if state.path.ndim < 2 or state.path.shape[0] != num_chains:
+            raise ValueError(f"state.path must have shape (num_chains={num_chains}, {T}, ...); got "
+                             f"{state.path.shape}.")
+        validate_reference(state.path[0], T, "state.path[chain]")
+
+    def one(k, st):
+        return particle_gibbs_step(k, st, fk, emissions, conditional, num_particles, method=method,
+                                   backward=backward, inputs=inputs, mask=mask)
+
+    def step(k, st):
+        st, info = jax.vmap(one)(jax.random.split(k, num_chains), st)
+        return st, (info, st.path if store_paths else None, st.params)
+
+    # warm-up and sampling share one compiled chunk; warm-up outputs are dropped
+    state, (info, paths, params) = run_chunked(step, state, k_run, num_warmup + num_samples, chunk_size=chunk_size,
+                                               progress_bar=progress_bar, desc="PG")
+    info, paths, params = jax.tree.map(lambda a: a[num_warmup:], (info, paths, params))
+    sw = lambda a: None if a is None else np.swapaxes(a, 0, 1)  # noqa: E731  (draw, chain) -> (chain, draw)
+    return ParticleGibbsResult(
+        params=jax.tree.map(sw, params),
+        paths=sw(paths),
+        log_likelihood=sw(info.log_likelihood),
+        mean_ess=sw(info.mean_ess),
+        path_update_rate=sw(info.path_update_rate),
+        state=state,
+    )
+
+
+def _leaf_name(path) -> str:
+    return ".".join(str(getattr(k, "name", getattr(k, "key", getattr(k, "idx", k)))) for k in path)
+
+
+def _event_dims(name: str, arr: np.ndarray, lead: int) -> list[str]:
+    return [f"{name}_dim_{i}" for i in range(arr.ndim - lead)]
+
+
+def _path_var(paths: np.ndarray) -> np.ndarray:
+    p = np.asarray(paths)
+    return p.reshape(p.shape[:3] + (-1,))
+
+
+@to_arviz.register(ParticleGibbsResult)
+def _pg_to_arviz(result: ParticleGibbsResult, *, var_names: Sequence[str] | None = None) -> az.InferenceData:
+    """Parameter draws (named by their pytree path, e.g. ``dynamics_weights``) and the paths ``path`` over
+    ``(chain, draw, time, latent_dim)``; ``sample_stats``: conditional log normaliser (``log_likelihood``), mean
+    particle ESS (``ess``), ``path_update_rate``.  ``var_names`` keeps only those parameters."""
+    post: dict[str, np.ndarray] = {}
+    dims: dict[str, list[str]] = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(result.params)[0]:
+        name = _leaf_name(path) or "params"
+        if var_names is not None and name not in var_names:
+            continue
+        post[name] = np.asarray(leaf)
+        dims[name] = _event_dims(name, post[name], 2)
+    if result.paths is not None:
+        post["path"] = _path_var(result.paths)
+        dims["path"] = ["time", "latent_dim"]
+    stats = {
+        "log_likelihood_estimate": np.asarray(result.log_likelihood),
+        "ess": np.asarray(result.mean_ess),
+        "path_update_rate": np.asarray(result.path_update_rate),
+    }
+    return az.from_dict(posterior=post, sample_stats=stats, dims=dims)
+
+
+# ------------------------------------------------------------------------------------------------ NumPyro route
+
+
+def params_from_sites(prior: PyTree, params: PyTree | None, sites: dict[str, Array]) -> PyTree:
+    """The params pytree with the prior's sampled leaves taken from ``sites`` (constrained values by site name)."""
+    return numpyro.handlers.substitute(lambda: sample_params(prior, params), data=sites)()
+
+
+def make_csmc_gibbs_fn(
+    model: SSM | FeynmanKac,
+    emissions: Array,
+    num_particles: int,
+    prior: PyTree | None = None,
+    params: PyTree | None = None,
+    *,
+    method: str = "ancestor",
+    backward: BackwardKernel | None = None,
+    inputs: PyTree = None,
+    mask: Bool[Array, " T"] | None = None,
+) -> Callable[..., dict[str, Array]]:
+    """A ``gibbs_fn(rng_key, gibbs_sites, hmc_sites)`` for ``numpyro.infer.HMCGibbs`` on the derived NumPyro model:
+    one CSMC sweep pinned to the current path ``(x_0, x)`` at the params given by ``hmc_sites``."""
+    fk = as_feynman_kac(model)
+    emissions, mask = validate_sequence(emissions, inputs, mask)
+    if emissions.shape[0] < 2:
+        raise ValueError("particle Gibbs through NumPyro needs at least 2 time steps (sites 'x_0' and 'x').")
+    num_particles = validate_num_particles(num_particles)
+    validate_method(method)
+    prior = fk.model.prior() if prior is None else prior
+    if prior is None:
+        raise ValueError("model has no default prior; pass prior= (NumPyro distributions / None leaves).")
+
+    def gibbs_fn(rng_key, gibbs_sites, hmc_sites):
+        p = params_from_sites(prior, params, hmc_sites)
+        ref = jnp.concatenate([gibbs_sites["x_0"][None], gibbs_sites["x"]], axis=0)
+        path, _, _ = csmc_kernel(rng_key, fk, p, emissions, ref, num_particles, method=method, backward=backward,
+                                 inputs=inputs, mask=mask)
+        return {"x_0": path[0], "x": path[1:]}
+
+    return gibbs_fn
+
+
+def particle_gibbs_nuts(
+    key: PRNGKeyArray,
+    model: SSM | FeynmanKac,
+    emissions: Array,
+    prior: PyTree | None = None,
+    params: PyTree | None = None,
+    *,
+    num_particles: int,
+    num_warmup: int,
+    num_samples: int,
+    num_chains: int = 4,
+    method: str = "ancestor",
+    backward: BackwardKernel | None = None,
+    inputs: PyTree = None,
+    mask: Bool[Array, " T"] | None = None,
+    chain_method: str | Callable = "vectorized",
+    progress_bar: bool = False,
+    nuts_kwargs: dict[str, Any] | None = None,
+) -> MCMC:
+    """Particle Gibbs with NUTS for :math:`\\theta \\mid x, y` (``HMCGibbs``), returning the run ``MCMC``.
+
+    ``prior`` (default ``model.prior()``) is a pytree like params with NumPyro distributions for sampled leaves
+    and ``None`` for leaves fixed at ``params``.  The path lives in the sites ``"x_0"`` and ``"x"``;
+    convert with :func:`mcmc_to_arviz` (or ``arviz.from_numpyro``).  ``chain_method``: ``"vectorized"``
+    (chains vmapped), ``"sequential"``, ``"parallel"`` or a jax transform.
+    """
+    check_key(key)
+    fk = as_feynman_kac(model)
+    gibbs_fn = make_csmc_gibbs_fn(fk, emissions, num_particles, prior, params, method=method, backward=backward,
+                                  inputs=inputs, mask=mask)
+    emissions, mask = validate_sequence(emissions, inputs, mask)
+    prior = fk.model.prior() if prior is None else prior
+    for name, v in (("num_warmup", num_warmup), ("num_samples", num_samples), ("num_chains", num_chains)):
+        validate_num_particles(v, 0 if name == "num_warmup" else 1, name)
+    npm = make_numpyro_model(fk.model, prior, params)
+    kernel = HMCGibbs(NUTS(npm, **(nuts_kwargs or {})), gibbs_fn=gibbs_fn, gibbs_sites=["x_0", "x"])
+    if chain_method == "vectorized":  # Gibbs kernels take one key: vectorise the whole chain with vmap
+        chain_method = jax.vmap
+    mcmc = MCMC(kernel, num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains,
+                chain_method=chain_method, progress_bar=progress_bar and num_chains == 1)
+    mcmc.run(key, emissions, inputs, mask)
+    return mcmc
+
+
+def mcmc_to_arviz(mcmc: MCMC, **kwargs: Any) -> az.InferenceData:
+    """``arviz.from_numpyro`` plus the path as ``path`` over ``(chain, draw, time, latent_dim)`` (sites ``x_0``,
+    ``x`` joined) and ``sample_stats`` from NUTS."""
+    idata = az.from_numpyro(mcmc, **kwargs)
+    s = mcmc.get_samples(group_by_chain=True)
+    if "x_0" in s and "x" in s:
+        x0, x = np.asarray(s["x_0"]), np.asarray(s["x"])
+        x0 = x0.reshape(x0.shape[:2] + (1, -1))
+        x = x.reshape(x.shape[:3] + (-1,))
+        path = np.concatenate([x0, x], axis=2)
+        extra = az.from_dict(posterior={"path": path}, dims={"path": ["time", "latent_dim"]})
+        idata.posterior["path"] = extra.posterior["path"]
+    return idata

@@ -1,0 +1,208 @@
+"""Maximum likelihood by stochastic score ascent with particle score estimates.
+
+With :math:`\\theta \\mapsto` ``params_fn(theta)`` (any differentiable parameterisation), iterate
+
+.. math::  \\theta_{k+1} = \\theta_k + \\gamma_k \\, \\widehat{\\nabla_\\theta \\log p_{\\theta_k}(y_{0:T-1})} / T
+
+through an ``optax`` optimiser (it receives the negated, per-step score as a gradient), where the score comes from
+Fisher's identity as an additive functional (:func:`pssm.inference.smc.score_functional`, chained through
+``params_fn`` by a vector–Jacobian product) smoothed by
+
+* ``estimator="paris"``: a fresh PaRIS pass at every iteration (bias :math:`O(T/N)`), or
+* ``estimator="ppg"``: one PaRIS particle Gibbs iteration whose frozen path is carried across θ-updates (a Markovian
+  stochastic approximation; bias reduced at small :math:`N`).
+
+Runs in jitted chunks with a progress bar, returns a trace (θ, score, log-likelihood estimates) and a state from
+which a later call resumes.  ``theta_average`` is the Polyak–Ruppert average of the second half of the iterates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import arviz as az
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
+from pssm.inference.csmc import run_chunked, validate_num_particles, validate_reference, validate_sequence
+from pssm.inference.ppg import PPGState, paris_sweep, ppg_step, validate_backward
+from pssm.inference.smc.backward import BackwardKernel
+from pssm.inference.smc.filter import FeynmanKac, as_feynman_kac
+from pssm.inference.smc.paris import default_backward_kernel, paris, score_functional
+
+from pssm.arviz import to_arviz
+from pssm.protocol import SSM, PyTree
+from pssm.validation import check_key
+
+__all__ = ["ScoreAscentState", "ScoreAscentResult", "score_estimate", "score_ascent_step", "score_ascent"]
+
+ESTIMATORS = ("paris", "ppg")
+
+
+class ScoreAscentState(NamedTuple):
+    theta: PyTree
+    opt_state: Any
+    frozen_path: Array
+    """PPG's carried path (unused by PaRIS)."""
+    iteration: Int[Array, ""]
+
+
+class ScoreAscentResult(NamedTuple):
+    theta: PyTree
+    """Final iterate."""
+    theta_average: PyTree
+    """Average of the second half of this call's iterates (Polyak–Ruppert)."""
+    theta_trace: PyTree
+    """Iterates after each update, leading axis ``num_iterations``."""
+    score_trace: PyTree
+    """Score estimates w.r.t. ``theta`` (full, not divided by T)."""
+    log_likelihood_trace: Float[Array, " k"]
+    """PaRIS: the filter's log-likelihood estimate; PPG: the conditional filter's log normaliser (biased upward —
+    a trend diagnostic only)."""
+    state: ScoreAscentState
+
+
+def score_estimate(
+    key: PRNGKeyArray,
+    fk: FeynmanKac,
+    params_fn: Callable[[PyTree], PyTree],
+    theta: PyTree,
+    emissions: Array,
+    num_particles: int,
+    *,
+    estimator: str = "paris",
+    frozen_path: Array | None = None,
+    num_backward: int = 2,
+    backward: BackwardKernel | None = None,
+    inputs: PyTree = None,
+    mask: Bool[Array, " T"] | None = None,
+) -> tuple[PyTree, Float[Array, ""], Array | None]:
+    """``(score w.r.t. theta, log-likelihood estimate, new frozen path or None)`` (traceable; no validation)."""
+    params, vjp = jax.vjp(params_fn, theta)
+    functional = score_functional(fk.model, params)
+    backward = default_backward_kernel(fk.model) if backward is None else backward
+    if estimator == "ppg":
+        st, info = ppg_step(key, PPGState(frozen_path), fk, params, emissions, functional, num_particles,
+                            num_backward=num_backward, backward=backward, inputs=inputs, mask=mask)
+        est, ll, path = info.estimate, info.log_likelihood, st.frozen_path
+    else:
+        r = paris(key, fk, params, emissions, num_particles, functional, num_backward=num_backward,
+                  backward=backward, inputs=inputs, mask=mask, resampling="multinomial", ess_threshold=1.0)
+        est, ll, path = r.estimate, r.log_likelihood, frozen_path
+    est = jax.tree.map(lambda e, p: e.astype(jnp.result_type(p)), est, params)
+    (g,) = vjp(est)
+    return g, ll, path
+
+
+def score_ascent_step(
+    key: PRNGKeyArray,
+    state: ScoreAscentState,
+    fk: FeynmanKac,
+    params_fn: Callable[[PyTree], PyTree],
+    optimizer: optax.GradientTransformation,
+    emissions: Array,
+    num_particles: int,
+    *,
+    estimator: str = "paris",
+    num_backward: int = 2,
+    backward: BackwardKernel | None = None,
+    inputs: PyTree = None,
+    mask: Bool[Array, " T"] | None = None,
+) -> tuple[ScoreAscentState, tuple[PyTree, Float[Array, ""]]]:
+    """One update (pure kernel): score estimate at ``state.theta``, then the optimiser step on ``-score / T``."""
+    T = emissions.shape[0]
+    g, ll, path = score_estimate(key, fk, params_fn, state.theta, emissions, num_particles, estimator=estimator,
+                                 frozen_path=state.frozen_path, num_backward=num_backward, backward=backward,
+                                 inputs=inputs, mask=mask)
+    neg = jax.tree.map(lambda v: -v / T, g)
+    updates, opt_state = optimizer.update(neg, state.opt_state, state.theta)
+    theta = optax.apply_updates(state.theta, updates)
+    return ScoreAscentState(theta, opt_state, path, state.iteration + 1), (g, ll)
+
+
+def score_ascent(
+    key: PRNGKeyArray,
+    model: SSM | FeynmanKac,
+    emissions: Array,
+    theta0: PyTree,
+    params_fn: Callable[[PyTree], PyTree],
+    optimizer: optax.GradientTransformation,
+    num_iterations: int,
+    *,
+    estimator: str = "paris",
+    num_particles: int = 50,
+    num_backward: int = 2,
+    backward: BackwardKernel | None = None,
+    state: ScoreAscentState | None = None,
+    inputs: PyTree = None,
+    mask: Bool[Array, " T"] | None = None,
+    progress_bar: bool = False,
+    chunk_size: int = 50,
+) -> ScoreAscentResult:
+    """Stochastic score ascent from ``theta0`` (or from ``state`` of a previous result, same optimiser).
+
+    ``params_fn(theta) -> params`` maps the optimised pytree (e.g. unconstrained: log standard deviations) to model
+    params.  ``estimator``: ``"paris"`` or ``"ppg"`` (frozen path carried across updates).
+    """
+    check_key(key)
+    fk = as_feynman_kac(model)
+    emissions, mask = validate_sequence(emissions, inputs, mask)
+    num_particles = validate_num_particles(num_particles)
+    num_backward = validate_backward(num_backward, backward)
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator={estimator!r} is unknown; use one of {ESTIMATORS}.")
+    if not callable(params_fn):
+        raise TypeError("params_fn must be a callable theta -> params.")
+    if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
+        raise TypeError("optimizer must be an optax.GradientTransformation (e.g. optax.adam(1e-2)).")
+    k = validate_num_particles(num_iterations, 1, "num_iterations")
+    backward = default_backward_kernel(fk.model) if backward is None else backward
+    k_init, k_run = jax.random.split(key)
+    if state is None:
+        if theta0 is None:
+            raise TypeError("theta0 is None; pass the starting pytree (or state= to resume).")
+        theta0 = jax.tree.map(lambda a: jnp.asarray(a, jnp.result_type(float)), theta0)
+        try:
+            params0 = params_fn(theta0)
+        except Exception as err:  # noqa: BLE001 - report the user's mapping failing on theta0
+            raise ValueError(f"params_fn(theta0) failed: {err}") from err
+        if estimator == "ppg":  # the first frozen path: a PaRIS pass at theta0, refreshed through its indices
+            functional = score_functional(fk.model, params0)
+            path = eqx.filter_jit(paris_sweep)(k_init, fk, params0, emissions, functional, num_particles,
+                                               num_backward=num_backward, backward=backward, inputs=inputs,
+                                               mask=mask, store=True).path
+        else:
+            path = jnp.zeros((emissions.shape[0],), emissions.dtype)
+        state = ScoreAscentState(theta0, optimizer.init(theta0), path, jnp.zeros((), jnp.int32))
+    elif not isinstance(state, ScoreAscentState):
+        raise TypeError("state must be a ScoreAscentState (result.state of a previous run) or None.")
+    elif estimator == "ppg":
+        validate_reference(state.frozen_path, emissions.shape[0], "state.frozen_path")
+
+    def step(kk, st):
+        st, (g, ll) = score_ascent_step(kk, st, fk, params_fn, optimizer, emissions, num_particles,
+                                        estimator=estimator, num_backward=num_backward, backward=backward,
+                                        inputs=inputs, mask=mask)
+        return st, (st.theta, g, ll)
+
+    state, (thetas, scores, lls) = run_chunked(step, state, k_run, k, chunk_size=chunk_size,
+                                               progress_bar=progress_bar, desc=f"score ascent ({estimator})")
+    avg = jax.tree.map(lambda v: np.mean(v[k // 2 :], axis=0), thetas)
+    return ScoreAscentResult(state.theta, avg, thetas, scores, lls, state)
+
+
+@to_arviz.register(ScoreAscentResult)
+def _score_ascent_to_arviz(result: ScoreAscentResult) -> az.InferenceData:
+    """The θ trace as one chain (``posterior``, draw = iteration; leaves named by pytree path, ``theta`` for a bare
+    array) and ``sample_stats``: ``log_likelihood`` estimates.  Not posterior draws: a trace for plots."""
+    post, dims = {}, {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(result.theta_trace)[0]:
+        name = ".".join(str(getattr(k, "name", getattr(k, "key", getattr(k, "idx", k)))) for k in path) or "theta"
+        post[name] = np.asarray(leaf)[None]
+        dims[name] = [f"{name}_dim_{i}" for i in range(post[name].ndim - 2)]
+    stats = {"log_likelihood_estimate": np.asarray(result.log_likelihood_trace)[None]}
+    return az.from_dict(posterior=post, sample_stats=stats, dims=dims)
