@@ -37,27 +37,9 @@ from scipy.optimize import minimize
 
 from pssm import to_arviz
 from pssm.numpyro_model import sample_params
-from pssm.protocol import SSM, simulate
-
-
-class ScalarLG(SSM):
-    """Scalar linear Gaussian SSM with Normal densities on LGSSMParams (MultivariateNormal is ~100x slower under
-    vmap for 1x1 covariances)."""
-
-    def initial(self, params, inputs=None):
-        return dist.Normal(params.initial_mean, jnp.sqrt(params.initial_cov[0])).to_event(1)
-
-    def transition(self, params, state, t, inputs=None):
-        return dist.Normal(params.dynamics_weights[0] * state, jnp.sqrt(params.dynamics_cov[0])).to_event(1)
-
-    def emission(self, params, state, t, inputs=None):
-        return dist.Normal(params.emission_weights[0] * state, jnp.sqrt(params.emission_cov[0])).to_event(1)
-
-    def param_constraints(self):
-        return None
-
-    def log_transition_bound(self, params, t, inputs=None):
-        return -0.5 * jnp.log(2 * jnp.pi * params.dynamics_cov[0, 0])
+from pssm.protocol import simulate
+from pssm.testing import ScalarLinearGaussian as ScalarLG
+from pssm.testing import scalar_kalman_log_likelihood as scalar_kalman_ll
 
 
 def lg_params(rho, sx, sy):
@@ -106,21 +88,6 @@ def bias_study(n_paris: int, n_ppg: int, k: int, k0: int, seeds: list[int]):
 
 
 A0, B0 = 3.0, 2.0
-
-
-def scalar_kalman_ll(rho, q, r, y):
-    def step(c, args):
-        m, P, ll = c
-        yt, first = args
-        m = jnp.where(first, m, rho * m)
-        P = jnp.where(first, P, rho**2 * P + q)
-        S = P + r
-        ll = ll - 0.5 * (jnp.log(2 * jnp.pi * S) + (yt - m) ** 2 / S)
-        K = P / S
-        return (m + K * (yt - m), (1 - K) * P, ll), None
-
-    (_, _, ll), _ = jax.lax.scan(step, (0.0, 1.0, 0.0), (y[:, 0], jnp.arange(y.shape[0]) == 0))
-    return ll
 
 
 def conditional(key, path, y, pp):

@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import itertools
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+import numpyro.distributions as dist
 from scipy.special import logsumexp as np_logsumexp
 from scipy.stats import multivariate_normal
 
-__all__ = ["dense_lgssm_posterior", "enumerate_hmm"]
+from pssm.models.linear_gaussian import LinearGaussianSSM
+from pssm.protocol import SSM
+
+__all__ = ["ScalarLinearGaussian", "dense_lgssm_posterior", "enumerate_hmm", "scalar_kalman_log_likelihood"]
 
 
 def dense_lgssm_posterior(params, emissions, inputs=None):
@@ -73,3 +79,53 @@ def enumerate_hmm(log_initial, log_transitions, log_likelihoods):
     for t in range(T - 1):
         np.add.at(pair[t], (paths[:, t], paths[:, t + 1]), w)
     return logZ, marg, pair, paths[np.argmax(lp)], paths, lp - logZ
+
+
+class ScalarLinearGaussian(SSM):
+    """1-D linear Gaussian SSM on :class:`pssm.models.LGSSMParams` with scalar ``Normal`` densities.
+
+    The same law as ``LinearGaussianSSM(1, 1)`` (so the Kalman references apply to its params), written with
+    univariate normals for fast particle-method tests.  Bounds its transition density (rejection backward
+    kernels) and offers the locally optimal proposal (guided filters).
+    """
+
+    def initial(self, params, inputs=None):
+        return dist.Normal(params.initial_mean, jnp.sqrt(params.initial_cov[0])).to_event(1)
+
+    def transition(self, params, state, t, inputs=None):
+        mean = params.dynamics_weights @ state + params.dynamics_bias
+        return dist.Normal(mean, jnp.sqrt(params.dynamics_cov[0])).to_event(1)
+
+    def emission(self, params, state, t, inputs=None):
+        mean = params.emission_weights @ state + params.emission_bias
+        return dist.Normal(mean, jnp.sqrt(params.emission_cov[0])).to_event(1)
+
+    def param_constraints(self):
+        return LinearGaussianSSM(1, 1).param_constraints()
+
+    def log_transition_bound(self, params, t, inputs=None):
+        return -0.5 * jnp.log(2 * jnp.pi * params.dynamics_cov[0, 0])
+
+    def proposal(self, params, state, t, emission, inputs=None):
+        return LinearGaussianSSM(1, 1).proposal(params, state, t, emission)
+
+    def initial_proposal(self, params, emission, inputs=None):
+        return LinearGaussianSSM(1, 1).initial_proposal(params, emission)
+
+
+def scalar_kalman_log_likelihood(rho, q, r, y):
+    """Kalman log-likelihood of ``x_t = rho x_{t-1} + N(0, q)``, ``y_t = x_t + N(0, r)``, ``x_0 ~ N(0, 1)``, in
+    plain scalar arithmetic (cheap inside NUTS); ``y`` has shape ``(T, 1)``."""
+
+    def step(c, args):
+        m, P, ll = c
+        yt, first = args
+        m = jnp.where(first, m, rho * m)
+        P = jnp.where(first, P, rho**2 * P + q)
+        S = P + r
+        ll = ll - 0.5 * (jnp.log(2 * jnp.pi * S) + (yt - m) ** 2 / S)
+        K = P / S
+        return (m + K * (yt - m), (1 - K) * P, ll), None
+
+    (_, _, ll), _ = jax.lax.scan(step, (0.0, 1.0, 0.0), (y[:, 0], jnp.arange(y.shape[0]) == 0))
+    return ll

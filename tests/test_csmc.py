@@ -10,26 +10,8 @@ from pssm.inference.csmc import CSMCResult, conditional_smc, csmc_kernel, run_ch
 from pssm.inference.smc import ExactBackward, FeynmanKac, RejectionBackward, particle_smoother
 from pssm.models import LinearGaussianSSM
 
-from pssm.protocol import SSM, simulate
-
-
-class ScalarLG(SSM):
-    """x_t = F x_{t-1} + N(0, Q), y_t = H x_t + N(0, R) with scalar Normals (fast under vmap), LGSSMParams."""
-
-    def initial(self, params, inputs=None):
-        return dist.Normal(params.initial_mean, jnp.sqrt(params.initial_cov[0])).to_event(1)
-
-    def transition(self, params, state, t, inputs=None):
-        return dist.Normal(params.dynamics_weights[0] * state, jnp.sqrt(params.dynamics_cov[0])).to_event(1)
-
-    def emission(self, params, state, t, inputs=None):
-        return dist.Normal(params.emission_weights[0] * state, jnp.sqrt(params.emission_cov[0])).to_event(1)
-
-    def param_constraints(self):
-        return None
-
-    def log_transition_bound(self, params, t, inputs=None):
-        return -0.5 * jnp.log(2 * jnp.pi * params.dynamics_cov[0, 0])
+from pssm.protocol import simulate
+from pssm.testing import ScalarLinearGaussian as ScalarLG
 
 
 def _problem(T=15):

@@ -4,7 +4,6 @@ import arviz as az
 import jax
 import jax.numpy as jnp
 import numpy as np
-import numpyro.distributions as dist
 import pytest
 from pssm.inference import kalman_log_likelihood, kalman_posterior_sample, kalman_smoother
 from pssm.inference.ppg import PPGResult, PPGState, paris_particle_gibbs, paris_sweep, ppg_step
@@ -12,26 +11,8 @@ from pssm.inference.smc import AdditiveFunctional, ExactBackward, FeynmanKac, pa
 from pssm.models import LinearGaussianSSM
 
 from pssm import to_arviz
-from pssm.protocol import SSM, simulate
-
-
-class ScalarLG(SSM):
-    """Scalar linear Gaussian SSM with Normal (not MultivariateNormal) densities, on LGSSMParams."""
-
-    def initial(self, params, inputs=None):
-        return dist.Normal(params.initial_mean, jnp.sqrt(params.initial_cov[0])).to_event(1)
-
-    def transition(self, params, state, t, inputs=None):
-        return dist.Normal(params.dynamics_weights[0] * state, jnp.sqrt(params.dynamics_cov[0])).to_event(1)
-
-    def emission(self, params, state, t, inputs=None):
-        return dist.Normal(params.emission_weights[0] * state, jnp.sqrt(params.emission_cov[0])).to_event(1)
-
-    def param_constraints(self):
-        return None
-
-    def log_transition_bound(self, params, t, inputs=None):
-        return -0.5 * jnp.log(2 * jnp.pi * params.dynamics_cov[0, 0])
+from pssm.protocol import simulate
+from pssm.testing import ScalarLinearGaussian as ScalarLG
 
 
 def _params(rho=0.9, sx=1.0, sy=0.5):

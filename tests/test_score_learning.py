@@ -20,24 +20,8 @@ from pssm.inference.smc import ExactBackward
 from pssm.models import LinearGaussianSSM
 
 from pssm import to_arviz
-from pssm.protocol import SSM, simulate
-
-
-class ScalarLG(SSM):
-    """Scalar linear Gaussian SSM with Normal densities (fast under vmap), on LGSSMParams."""
-
-    def initial(self, params, inputs=None):
-        return dist.Normal(params.initial_mean, jnp.sqrt(params.initial_cov[0])).to_event(1)
-
-    def transition(self, params, state, t, inputs=None):
-        return dist.Normal(params.dynamics_weights[0] * state, jnp.sqrt(params.dynamics_cov[0])).to_event(1)
-
-    def emission(self, params, state, t, inputs=None):
-        return dist.Normal(params.emission_weights[0] * state, jnp.sqrt(params.emission_cov[0])).to_event(1)
-
-    def param_constraints(self):
-        return None
-
+from pssm.protocol import simulate
+from pssm.testing import ScalarLinearGaussian as ScalarLG
 
 P0 = LinearGaussianSSM(1, 1).make_params(dynamics_weights=[[0.8]], dynamics_cov=[[1.0]], emission_weights=[[1.0]],
                                          emission_cov=[[0.25]])

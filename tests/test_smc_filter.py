@@ -5,7 +5,6 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
 import pytest
-from numpyro.distributions import constraints
 from pssm.inference.kalman import kalman_filter
 from pssm.inference.smc import (
     RESAMPLERS,
@@ -14,38 +13,11 @@ from pssm.inference.smc import (
     filter_step,
     particle_filter,
 )
-from pssm.models.linear_gaussian import LGSSMParams, LinearGaussianSSM
+from pssm.models.linear_gaussian import LinearGaussianSSM
 
 from pssm.arviz import to_arviz
 from pssm.protocol import SSM, simulate
-
-
-class ScalarLG(SSM):
-    """1-D linear Gaussian SSM on LGSSMParams with cheap Normal densities (same law as LinearGaussianSSM(1, 1))."""
-
-    def initial(self, params, inputs=None):
-        return dist.Normal(params.initial_mean, jnp.sqrt(params.initial_cov[0])).to_event(1)
-
-    def transition(self, params, state, t, inputs=None):
-        mean = params.dynamics_weights @ state + params.dynamics_bias
-        return dist.Normal(mean, jnp.sqrt(params.dynamics_cov[0])).to_event(1)
-
-    def emission(self, params, state, t, inputs=None):
-        mean = params.emission_weights @ state + params.emission_bias
-        return dist.Normal(mean, jnp.sqrt(params.emission_cov[0])).to_event(1)
-
-    def log_transition_bound(self, params, t, inputs=None):
-        return -0.5 * jnp.log(2 * jnp.pi * params.dynamics_cov[0, 0])
-
-    def proposal(self, params, state, t, emission, inputs=None):
-        return LinearGaussianSSM(1, 1).proposal(params, state, t, emission)
-
-    def initial_proposal(self, params, emission, inputs=None):
-        return LinearGaussianSSM(1, 1).initial_proposal(params, emission)
-
-    def param_constraints(self):
-        r, p = constraints.real, constraints.positive_definite
-        return LGSSMParams(r, p, r, r, r, p, r, r, r, p)
+from pssm.testing import ScalarLinearGaussian as ScalarLG
 
 
 def scalar_params(rho=0.9, q=1.0, r=0.25, m0=0.0, p0=1.0):
