@@ -40,6 +40,7 @@ from pssm.numpyro_model import sample_params
 from pssm.protocol import simulate
 from pssm.testing import ScalarLinearGaussian as ScalarLG
 from pssm.testing import scalar_kalman_log_likelihood as scalar_kalman_ll
+from pssm.testing import scalar_lg_conjugate_conditional
 
 
 def lg_params(rho, sx, sy):
@@ -91,15 +92,8 @@ A0, B0 = 3.0, 2.0
 
 
 def conditional(key, path, y, pp):
-    k1, k2 = jax.random.split(key)
-    x = path[:, 0]
-    xp, xn = x[:-1], x[1:]
-    q = pp.dynamics_cov[0, 0]
-    prec = 1.0 + jnp.sum(xp**2) / q
-    rho = jnp.sum(xp * xn) / q / prec + jax.random.normal(k1, dtype=x.dtype) / jnp.sqrt(prec)
-    b = B0 + 0.5 * jnp.sum((xn - rho * xp) ** 2)
-    q = b / jax.random.gamma(k2, A0 + 0.5 * (x.shape[0] - 1), dtype=x.dtype)
-    return pp._replace(dynamics_weights=rho.reshape(1, 1), dynamics_cov=q.reshape(1, 1))
+    """Conjugate draws: rho | x, q ~ Normal; q | x, rho ~ InverseGamma (prior A0, B0)."""
+    return scalar_lg_conjugate_conditional(key, path, y, pp, A0, B0)
 
 
 def max_z(idata, ref, names):

@@ -18,7 +18,13 @@ from scipy.stats import multivariate_normal
 from pssm.models.linear_gaussian import LinearGaussianSSM
 from pssm.protocol import SSM
 
-__all__ = ["ScalarLinearGaussian", "dense_lgssm_posterior", "enumerate_hmm", "scalar_kalman_log_likelihood"]
+__all__ = [
+    "ScalarLinearGaussian",
+    "dense_lgssm_posterior",
+    "enumerate_hmm",
+    "scalar_kalman_log_likelihood",
+    "scalar_lg_conjugate_conditional",
+]
 
 
 def dense_lgssm_posterior(params, emissions, inputs=None):
@@ -129,3 +135,20 @@ def scalar_kalman_log_likelihood(rho, q, r, y):
 
     (_, _, ll), _ = jax.lax.scan(step, (0.0, 1.0, 0.0), (y[:, 0], jnp.arange(y.shape[0]) == 0))
     return ll
+
+
+def scalar_lg_conjugate_conditional(key, path, y, params, a0: float = 3.0, b0: float = 2.0):
+    """One Gibbs draw of (ρ, q) for :class:`ScalarLinearGaussian` given a state path ``(T, 1)``.
+
+    Prior ρ ~ N(0, 1), q ~ InvGamma(a0, b0): draws ρ | x, q from its normal conditional, then q | x, ρ from its
+    inverse-gamma conditional (``y`` is unused: the emission parameters are held fixed).
+    """
+    k1, k2 = jax.random.split(key)
+    x = path[:, 0]
+    xp, xn = x[:-1], x[1:]
+    q = params.dynamics_cov[0, 0]
+    prec = 1.0 + jnp.sum(xp**2) / q
+    rho = jnp.sum(xp * xn) / q / prec + jax.random.normal(k1, dtype=x.dtype) / jnp.sqrt(prec)
+    b = b0 + 0.5 * jnp.sum((xn - rho * xp) ** 2)
+    q = b / jax.random.gamma(k2, a0 + 0.5 * (x.shape[0] - 1), dtype=x.dtype)
+    return params._replace(dynamics_weights=rho.reshape(1, 1), dynamics_cov=q.reshape(1, 1))
