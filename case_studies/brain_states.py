@@ -37,12 +37,9 @@ from pathlib import Path
 
 import arviz as az
 import jax
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from pssm.inference.hmm_glm_em import (  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from pssm.inference.hmm_glm_em import (
     bits_per_spike,
     fit_hmm_glm_restarts,
     hmm_glm_log_likelihood,
@@ -50,13 +47,13 @@ from pssm.inference.hmm_glm_em import (  # noqa: E402
     hmm_glm_viterbi,
     prepare_data,
 )
-from pssm.models.hmm_glm import HMMGLM, hard_adjacency  # noqa: E402
+from pssm.models.hmm_glm import HMMGLM, hard_adjacency
 
-from pssm.arviz import to_arviz  # noqa: E402
-from pssm.data import bin_spikes, intervals_to_labels, intervals_to_mask, train_test_split_blocks  # noqa: E402
-from pssm.metrics import confusion_matrix, match_states  # noqa: E402
-from pssm.nwb import read_nwb  # noqa: E402
-from pssm.plotting import plot_raster_states  # noqa: E402
+from pssm.arviz import to_arviz
+from pssm.data import bin_spikes, intervals_to_labels, intervals_to_mask, train_test_split_blocks
+from pssm.metrics import confusion_matrix, match_states
+from pssm.nwb import read_nwb
+from pssm.plotting import plot_raster_states
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT / "data" / "A2929-200711.nwb"

@@ -225,46 +225,52 @@ def _maybe_hard(params, adjacency):
     return hard_adjacency_params(params) if adjacency == "hard" else params
 
 
+def _prepare_eval(model, params, data, adjacency):
+    """Shared boundary work of the evaluation functions: data container, params check, hard adjacency, dtype."""
+    data = _as_data(model, data)
+    model.check_params(params)
+    return _data_dtype(model, data, _maybe_hard(params, adjacency)), data
+
+
+@eqx.filter_jit
+def _posterior_jit(model, p, data):
+    return _posterior(model, p, data)
+
+
+@eqx.filter_jit
+def _viterbi_jit(model, p, data):
+    li, lA, ll = hmm_glm_log_potentials(model, p, data)
+    return jax.vmap(lambda l, n: hmm_viterbi(li, lA, l, n))(ll, data.lengths)
+
+
+@eqx.filter_jit
+def _log_likelihood_jit(model, p, data):
+    li, lA, ll = hmm_glm_log_potentials(model, p, data)
+    return jax.vmap(lambda l, n: hmm_filter(li, lA, l, n).log_likelihood)(ll, data.lengths)
+
+
 def hmm_glm_posterior(
     model: HMMGLM, params: HMMGLMParams, data: Any, adjacency: Literal["hard", "soft"] = "soft"
 ) -> HMMPosterior:
     """Batched forward-backward: ``smoothed_probs (B, T, S)``, per-sequence log-likelihoods, expected counts."""
-    data = _as_data(model, data)
-    model.check_params(params)
-    p = _data_dtype(model, data, _maybe_hard(params, adjacency))
-    return eqx.filter_jit(_posterior)(model, p, data)
+    p, data = _prepare_eval(model, params, data, adjacency)
+    return _posterior_jit(model, p, data)
 
 
 def hmm_glm_viterbi(
     model: HMMGLM, params: HMMGLMParams, data: Any, adjacency: Literal["hard", "soft"] = "soft"
 ) -> Int[Array, "B T"]:
     """Most probable state paths ``(B, T)`` (``-1`` at padded steps)."""
-    data = _as_data(model, data)
-    model.check_params(params)
-    p = _data_dtype(model, data, _maybe_hard(params, adjacency))
-
-    @eqx.filter_jit
-    def run(model, p, data):
-        li, lA, ll = hmm_glm_log_potentials(model, p, data)
-        return jax.vmap(lambda l, n: hmm_viterbi(li, lA, l, n))(ll, data.lengths)
-
-    return run(model, p, data)
+    p, data = _prepare_eval(model, params, data, adjacency)
+    return _viterbi_jit(model, p, data)
 
 
 def hmm_glm_log_likelihood(
     model: HMMGLM, params: HMMGLMParams, data: Any, adjacency: Literal["hard", "soft"] = "soft"
 ) -> Float[Array, " B"]:
     """Marginal :math:`\\log p(y_b)` of each sequence (states summed out by the forward algorithm)."""
-    data = _as_data(model, data)
-    model.check_params(params)
-    p = _data_dtype(model, data, _maybe_hard(params, adjacency))
-
-    @eqx.filter_jit
-    def run(model, p, data):
-        li, lA, ll = hmm_glm_log_potentials(model, p, data)
-        return jax.vmap(lambda l, n: hmm_filter(li, lA, l, n).log_likelihood)(ll, data.lengths)
-
-    return run(model, p, data)
+    p, data = _prepare_eval(model, params, data, adjacency)
+    return _log_likelihood_jit(model, p, data)
 
 
 def homogeneous_log_likelihood(
@@ -358,6 +364,7 @@ def _inner_optimise(loss, opt, optimizer, eparams, opt_state, key, num_steps):
             v, g = value_and_grad(p, state=s)
             u, s = opt.update(g, s, p, value=v, grad=g, value_fn=lambda q: loss(q, key))
             return (optax.apply_updates(p, u), s), v
+
         (eparams, opt_state), vals = jax.lax.scan(step, (eparams, opt_state), None, length=num_steps)
         return eparams, opt_state, vals
 
@@ -450,8 +457,13 @@ def fit_hmm_glm_em(
     if int(num_iters) < 1 or int(inner_steps) < 1:
         raise ValueError(f"num_iters and inner_steps must be >= 1; got {num_iters}, {inner_steps}.")
     cfg = _EMConfig(
-        model, optimizer, float(learning_rate), int(inner_steps), adjacency_sampling,
-        float(sample_temperature if sample_temperature is not None else model.temperature), float(log_floor),
+        model,
+        optimizer,
+        float(learning_rate),
+        int(inner_steps),
+        adjacency_sampling,
+        float(sample_temperature if sample_temperature is not None else model.temperature),
+        float(log_floor),
         bool(update_transitions),
     )
     params = _data_dtype(model, data, params)
@@ -552,8 +564,7 @@ def initialize_hmm_glm(
     else:
         r = np.clip(rate / model.rate_scale, 1e-3, 1 - 1e-3)
         b0 = np.log(r / (1 - r))
-    params = model.init_params(k1, self_transition=self_transition, weight_scale=0.01, bias=b0,
-                               dtype=data.spikes.dtype)
+    params = model.init_params(k1, self_transition=self_transition, weight_scale=0.01, bias=b0, dtype=data.spikes.dtype)
     if method == "kmeans":
         labels = _window_labels(k2, data, S, window, num_kmeans)
     else:
@@ -563,8 +574,9 @@ def initialize_hmm_glm(
     resp = np.full(labels.shape + (S,), smoothing / S)
     np.put_along_axis(resp, labels[..., None], 1.0 - smoothing + smoothing / S, axis=-1)
     weights = jnp.asarray(resp, data.spikes.dtype) * m[..., None]
-    cfg = _EMConfig(model, "adam", float(learning_rate), int(num_steps), "deterministic", float(model.temperature),
-                    -10.0, True)
+    cfg = _EMConfig(
+        model, "adam", float(learning_rate), int(num_steps), "deterministic", float(model.temperature), -10.0, True
+    )
     opt_state = _adam(learning_rate).init(params.emissions)
     em, _, _ = eqx.filter_jit(_m_step_emissions)(cfg, params.emissions, opt_state, k3, data, weights)
     return params._replace(emissions=em)
@@ -632,7 +644,10 @@ def _hmm_glm_fit_to_arviz(result: HMMGLMFit, *, model: HMMGLM, data: HMMGLMData 
         observed = {"spikes": np.asarray(data.spikes)}
         dims["spikes"] = ["trial", "time", "neuron"]
     return summary_group(
-        post, dims, coords, observed_data=observed,
+        post,
+        dims,
+        coords,
+        observed_data=observed,
         log_likelihood={"log_likelihood": result.posterior.log_likelihood},
         sample_stats={"em_log_likelihood": result.log_likelihoods},
     )

@@ -152,3 +152,19 @@ def scalar_lg_conjugate_conditional(key, path, y, params, a0: float = 3.0, b0: f
     b = b0 + 0.5 * jnp.sum((xn - rho * xp) ** 2)
     q = b / jax.random.gamma(k2, a0 + 0.5 * (x.shape[0] - 1), dtype=x.dtype)
     return params._replace(dynamics_weights=rho.reshape(1, 1), dynamics_cov=q.reshape(1, 1))
+
+
+def posterior_max_z(idata, reference, var_names) -> float:
+    """Largest |z| over ``var_names`` of the differences in posterior mean and sd between two ArviZ results,
+    each difference standardised by the two Monte Carlo standard errors (``arviz.mcse``, mean and sd methods)."""
+    import arviz as az
+
+    zs = []
+    for v in var_names:
+        a, b = idata.posterior[v].values.reshape(-1), reference.posterior[v].values.reshape(-1)
+        ma, mb = az.mcse(idata, var_names=[v])[v].values.item(), az.mcse(reference, var_names=[v])[v].values.item()
+        sa = az.mcse(idata, var_names=[v], method="sd")[v].values.item()
+        sb = az.mcse(reference, var_names=[v], method="sd")[v].values.item()
+        zs.append(abs(a.mean() - b.mean()) / np.hypot(ma, mb))
+        zs.append(abs(a.std() - b.std()) / np.hypot(sa, sb))
+    return float(max(zs))

@@ -21,8 +21,8 @@ from pssm import to_arviz
 from pssm.numpyro_model import sample_params
 from pssm.protocol import simulate
 from pssm.testing import ScalarLinearGaussian as ScalarLG
+from pssm.testing import posterior_max_z, scalar_lg_conjugate_conditional
 from pssm.testing import scalar_kalman_log_likelihood as scalar_kalman_ll
-from pssm.testing import scalar_lg_conjugate_conditional
 
 A0, B0 = 3.0, 2.0  # inverse-gamma prior on the transition variance q
 T = 60
@@ -56,15 +56,7 @@ VARS = ["dynamics_weights", "dynamics_cov"]
 
 def max_z(idata, ref):
     """Largest |z| of posterior mean and sd differences, standardised by the two MCSEs (ArviZ)."""
-    zs = []
-    for v in VARS:
-        a, b = idata.posterior[v].values.reshape(-1), ref.posterior[v].values.reshape(-1)
-        ma, mb = az.mcse(idata, var_names=[v])[v].values.item(), az.mcse(ref, var_names=[v])[v].values.item()
-        sa = az.mcse(idata, var_names=[v], method="sd")[v].values.item()
-        sb = az.mcse(ref, var_names=[v], method="sd")[v].values.item()
-        zs.append(abs(a.mean() - b.mean()) / np.hypot(ma, mb))
-        zs.append(abs(a.std() - b.std()) / np.hypot(sa, sb))
-    return max(zs)
+    return posterior_max_z(idata, ref, VARS)
 
 
 def conditional(key, path, y, pp):
