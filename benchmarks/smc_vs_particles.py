@@ -4,7 +4,11 @@ Model: x_0 ~ N(0, 1), x_t = 0.9 x_{t-1} + N(0, 1), y_t = x_t + N(0, 0.5^2).
 
 * Bootstrap filter, systematic resampling at ESS < N/2: particle-steps/s (N=1e5, T=1e3) and speedup.
 * PaRIS (N=1000, Ñ=2, hybrid rejection backward kernel in both libraries) for the additive functional
-  S = sum_t x_t: backward draws/s, speedup, RMSE of S/T against the RTS smoother over repeated runs.
+  S = sum_t x_t: backward draws/s, speedup, RMSE of S/T against the RTS smoother over repeated runs.  The timed
+  runs of both libraries happen on one pinned CPU (a child process pinned before JAX starts, and particles workers
+  pinned to the same CPU; particles' collector is single-threaded numpy), so the speedup compares like with like;
+  the all-cores figure (XLA's default thread pool) is also reported.  The IMH backward kernel (Dau & Chopin) is
+  timed beside it.
 * Peak resident memory of a PaRIS run at T=1e5 over T=1e3 (fresh processes; O(N) memory means ratio ~1).
 
 ``particles`` 0.4 needs numpy<2, so it runs in its own virtual environment (``benchmarks/.venv-particles``,
@@ -81,10 +85,18 @@ def ensure_venv() -> Path:
     return py
 
 
-def run_particles(py: Path, mode: str, data: Path, n: int, seed: int) -> dict:
+def _pin(cpu: int | None):
+    """A ``preexec_fn`` pinning a child process to one CPU (``None``: no pinning)."""
+    if cpu is None:
+        return None
+    return lambda: os.sched_setaffinity(0, {cpu})
+
+
+def run_particles(py: Path, mode: str, data: Path, n: int, seed: int, cpu: int | None = None) -> dict:
     worker = OUT / "particles_worker.py"
     worker.write_text(PARTICLES_WORKER)
-    proc = subprocess.run([str(py), str(worker), mode, str(data), str(n), str(seed)], capture_output=True, text=True)
+    proc = subprocess.run([str(py), str(worker), mode, str(data), str(n), str(seed)], capture_output=True, text=True,
+                          preexec_fn=_pin(cpu))
     if proc.returncode != 0:
         raise RuntimeError(f"particles worker failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -150,19 +162,62 @@ def rss_child(T: int, N: int) -> None:
     print(json.dumps({"T": T, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}))
 
 
+def _paris_runner(model, n, backward):
+    import jax
+    from pssm.inference.smc import AdditiveFunctional, paris
+
+    fn = AdditiveFunctional.from_fn(lambda xp, x, t: x, lambda x: x)
+    return jax.jit(lambda k, y: paris(k, model, (), y, n, fn, num_backward=2, backward=backward,
+                                      resampling="systematic", ess_threshold=0.5).estimate)
+
+
+def paris_timing_child(data: str, n: int, reps: int, cpu: int) -> None:
+    """Time PaRIS (hybrid rejection and IMH kernels) in this process, pinned to ``cpu`` before JAX starts, alternating
+    with ``particles`` runs pinned to the same CPU; print one JSON line."""
+    os.sched_setaffinity(0, {cpu})
+    import jax
+    import numpy as np
+    from pssm.inference.smc import MCMCBackward, RejectionBackward
+
+    py = ensure_venv()
+    y = np.load(data)["y"]
+    model = _model()
+    runs = {"rejection": _paris_runner(model, n, RejectionBackward()), "mcmc": _paris_runner(model, n, MCMCBackward())}
+    for f in runs.values():
+        jax.block_until_ready(f(jax.random.key(0), y))  # compile
+    times = {k: [] for k in runs}
+    theirs, est_theirs = [], []
+    for r in range(reps):
+        for name, f in runs.items():
+            for i in range(5):  # five of ours (each ~25 ms) per particles run (~30 s)
+                t0 = time.perf_counter()
+                jax.block_until_ready(f(jax.random.key(100 + 5 * r + i), y))
+                times[name].append(time.perf_counter() - t0)
+        res = run_particles(py, "paris", Path(data), n, 100 + r, cpu)
+        theirs.append(res["time"])
+        est_theirs.append(res["estimate"])
+    print(json.dumps({"pssm_rejection": times["rejection"], "pssm_mcmc": times["mcmc"], "particles": theirs,
+                      "particles_estimates": est_theirs, "cpu": cpu}))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small sizes (< 1 min)")
     ap.add_argument("--repeats", type=int, default=None, help="alternating runs per library")
     ap.add_argument("--rss-child", nargs=2, type=int, metavar=("T", "N"), help=argparse.SUPPRESS)
+    ap.add_argument("--paris-child", nargs=4, metavar=("DATA", "N", "REPS", "CPU"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.rss_child:
         rss_child(*args.rss_child)
         return
+    if args.paris_child:
+        d, n, r, c = args.paris_child
+        paris_timing_child(d, int(n), int(r), int(c))
+        return
 
     import jax
     import numpy as np
-    from pssm.inference.smc import AdditiveFunctional, MCMCBackward, RejectionBackward, paris, particle_filter
+    from pssm.inference.smc import MCMCBackward, RejectionBackward, particle_filter
 
     q = args.quick
     pf_n, pf_t = (10_000, 100) if q else (100_000, 1000)
@@ -189,42 +244,35 @@ def main() -> None:
         theirs.append(res["time"])
         ll_theirs.append(res["loglik"])
 
-    # ---- PaRIS
+    # ---- PaRIS.  Timing: a child process pinned to one CPU (before JAX starts) alternates its runs with
+    # `particles` runs pinned to the same CPU, so both use one core (numpy runs this collector on one core).  The
+    # all-cores figure (this process, XLA's default thread pool) is reported beside it.
     y_pa = _simulate(2, pa_t)
     pa_path = OUT / "smc_bench_paris.npz"
     np.savez(pa_path, y=y_pa)
     truth = _rts_sum(y_pa) / pa_t
-    fn = AdditiveFunctional.from_fn(lambda xp, x, t: x, lambda x: x)
-    run_paris = jax.jit(lambda k, y: paris(k, model, (), y, pa_n, fn, num_backward=2, backward=RejectionBackward(),
-                                           resampling="systematic", ess_threshold=0.5).estimate)
-    jax.block_until_ready(run_paris(jax.random.key(0), y_pa))
-    p_ours, p_theirs, est_ours, est_theirs = [], [], [], []
-    for r in range(reps):
-        t0 = time.perf_counter()
-        est_ours.append(float(jax.block_until_ready(run_paris(jax.random.key(100 + r), y_pa))))
-        p_ours.append(time.perf_counter() - t0)
-        res = run_particles(py, "paris", pa_path, pa_n, 100 + r)
-        p_theirs.append(res["time"])
-        est_theirs.append(res["estimate"])
-    # more of our (cheap) repeats for the RMSE
-    keys = jax.random.split(jax.random.key(999), 20)
-    est_more = np.asarray(jax.vmap(lambda k: run_paris(k, y_pa))(keys))
-    est_all = np.concatenate([np.asarray(est_ours), est_more])
-    rmse_ours = float(np.sqrt(np.mean((est_all / pa_t - truth) ** 2)))
-    rmse_theirs = float(np.sqrt(np.mean((np.asarray(est_theirs) / pa_t - truth) ** 2)))
+    cpu = sorted(os.sched_getaffinity(0))[-1]
+    proc = subprocess.run([sys.executable, __file__, "--paris-child", str(pa_path), str(pa_n), str(reps), str(cpu)],
+                          capture_output=True, text=True, env=dict(os.environ))
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr[-3000:])
+    child = json.loads(proc.stdout.strip().splitlines()[-1])
+    p_ours, m_ours, p_theirs = child["pssm_rejection"], child["pssm_mcmc"], child["particles"]
+    est_theirs = child["particles_estimates"]
 
-    # ---- PaRIS with the independent-MH backward kernel (Dau & Chopin), started at the genealogy ancestor:
-    # consistent under a bootstrap filter with one step, O(N Ñ) with no proposal loop.  Reported beside the
-    # like-for-like (hybrid rejection, as particles uses) figure, not instead of it.
-    run_mcmc = jax.jit(lambda k, y: paris(k, model, (), y, pa_n, fn, num_backward=2, backward=MCMCBackward(),
-                                          resampling="systematic", ess_threshold=0.5).estimate)
-    jax.block_until_ready(run_mcmc(jax.random.key(0), y_pa))
-    m_ours = []
+    run_paris = _paris_runner(model, pa_n, RejectionBackward())
+    run_mcmc = _paris_runner(model, pa_n, MCMCBackward())
+    jax.block_until_ready(run_paris(jax.random.key(0), y_pa))
+    p_all = []
     for r in range(max(reps, 5)):
         t0 = time.perf_counter()
-        jax.block_until_ready(run_mcmc(jax.random.key(200 + r), y_pa))
-        m_ours.append(time.perf_counter() - t0)
-    est_mcmc = np.asarray(jax.vmap(lambda k: run_mcmc(k, y_pa))(jax.random.split(jax.random.key(998), 23)))
+        jax.block_until_ready(run_paris(jax.random.key(300 + r), y_pa))
+        p_all.append(time.perf_counter() - t0)
+    # RMSE of S/T against RTS over repeated runs (same data, same N)
+    est_all = np.asarray(jax.vmap(lambda k: run_paris(k, y_pa))(jax.random.split(jax.random.key(999), 25)))
+    rmse_ours = float(np.sqrt(np.mean((est_all / pa_t - truth) ** 2)))
+    rmse_theirs = float(np.sqrt(np.mean((np.asarray(est_theirs) / pa_t - truth) ** 2)))
+    est_mcmc = np.asarray(jax.vmap(lambda k: run_mcmc(k, y_pa))(jax.random.split(jax.random.key(998), 25)))
     rmse_mcmc = float(np.sqrt(np.mean((est_mcmc / pa_t - truth) ** 2)))
 
     # ---- memory: fresh processes at two lengths
@@ -255,6 +303,9 @@ def main() -> None:
         "paris_seconds_particles": med(p_theirs),
         "paris_backward_draws_per_s": pa_n * 2 * (pa_t - 1) / med(p_ours),
         "paris_speedup_vs_particles": med(p_theirs) / med(p_ours),
+        "paris_timing_cpus": 1,
+        "paris_seconds_pssm_all_cores": med(p_all),
+        "paris_speedup_vs_particles_all_cores": med(p_theirs) / med(p_all),
         "paris_rmse_vs_rts": rmse_ours,
         "particles_paris_rmse_vs_rts": rmse_theirs,
         "paris_rmse_runs_pssm": int(est_all.size),

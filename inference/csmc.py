@@ -41,8 +41,9 @@ from pssm.inference.smc.filter import (
     propagate,
     reweight,
     select_ancestors,
+    validate_sequence,
 )
-from pssm.inference.smc.resampling import log_ess, multinomial, normalize_log_weights
+from pssm.inference.smc.resampling import ess_of_normalized, multinomial, normalize_log_weights
 from tqdm.auto import tqdm
 
 from pssm.protocol import SSM, PyTree, inputs_at
@@ -105,7 +106,7 @@ def csmc_init(
     lw = lw.astype(dtype) - jnp.log(jnp.asarray(num_particles, dtype))
     lw, inc = normalize_log_weights(lw)
     state = ParticleFilterState(x0, lw, inc, ~jnp.isfinite(inc), jnp.zeros((), jnp.int32))
-    info = ParticleFilterInfo(jnp.arange(num_particles, dtype=jnp.int32), jnp.asarray(True), jnp.exp(log_ess(lw)), inc)
+    info = ParticleFilterInfo(jnp.arange(num_particles, dtype=jnp.int32), jnp.asarray(True), ess_of_normalized(lw), inc)
     return state, info
 
 
@@ -152,7 +153,7 @@ def csmc_step(
     x = x.at[REFERENCE_SLOT].set(reference)
     lw, inc = reweight(fk, params, xp, x, base, t, y, u, observed)
     new = ParticleFilterState(x, lw, state.log_likelihood + inc, state.collapsed | ~jnp.isfinite(inc), t)
-    return new, ParticleFilterInfo(a, jnp.asarray(True), jnp.exp(log_ess(lw)), inc)
+    return new, ParticleFilterInfo(a, jnp.asarray(True), ess_of_normalized(lw), inc)
 
 
 # ------------------------------------------------------------------------------------------------ path draws
@@ -216,27 +217,6 @@ def _csmc(key, fk, params, emissions, inputs, mask, reference, num_particles, me
     else:
         path, idx = trace_genealogy(k_path, hist)
     return CSMCResult(path, state.log_likelihood, ess, idx, hist)
-
-
-def validate_sequence(emissions, inputs, mask, name: str = "emissions"):
-    """Boundary checks shared by the particle-MCMC functions; returns ``(emissions, mask)`` as jax arrays."""
-    if emissions is None:
-        raise TypeError(f"{name} is None; pass an array with a leading time axis.")
-    emissions = jnp.asarray(emissions)
-    if emissions.ndim < 1 or emissions.shape[0] < 1:
-        raise ValueError(f"{name} must have a leading time axis of length >= 1; got shape {emissions.shape}.")
-    T = emissions.shape[0]
-    for leaf in jax.tree.leaves(inputs):
-        if jnp.shape(leaf)[:1] != (T,):
-            raise ValueError(f"every inputs leaf needs a leading time axis of length {T}; got {jnp.shape(leaf)}.")
-    if mask is None:
-        mask = jnp.ones((T,), bool)
-    else:
-        mask = jnp.asarray(mask)
-        if mask.shape != (T,):
-            raise ValueError(f"mask must have shape ({T},) (True = observed); got {mask.shape}.")
-        mask = mask.astype(bool)
-    return emissions, mask
 
 
 def validate_num_particles(num_particles, minimum: int = 2, name: str = "num_particles") -> int:

@@ -46,7 +46,12 @@ from pssm.inference.csmc import (
 )
 from pssm.inference.smc.backward import BackwardKernel
 from pssm.inference.smc.filter import FeynmanKac, as_feynman_kac, filter_step
-from pssm.inference.smc.paris import AdditiveFunctional, as_functional, default_backward_kernel
+from pssm.inference.smc.paris import (
+    AdditiveFunctional,
+    as_functional,
+    default_backward_kernel,
+    paris_tau_from_indices,
+)
 from pssm.inference.smc.resampling import log_ess
 
 from pssm.arviz import to_arviz
@@ -102,18 +107,6 @@ class PPGResult(NamedTuple):
     """Frozen path after each iteration ``(k, T, *event)`` when ``store_paths``."""
 
 
-def _tau_update(functional, tau_prev, xs_prev, xs, J, t, y, u, observed):
-    """PaRIS recursion from given backward indices ``J`` (N, Ñ) (PPG must see and edit ``J``)."""
-
-    def one(x, j_row):
-        xp = jnp.take(xs_prev, j_row, axis=0)
-        h = jax.vmap(lambda a: functional.step(a, x, t, y, u, observed))(xp)
-        tp = jax.tree.map(lambda v: jnp.take(v, j_row, axis=0), tau_prev)
-        return jax.tree.map(lambda a, b: jnp.mean(a + b.astype(a.dtype), axis=0), tp, h)
-
-    return jax.vmap(one)(xs, J)
-
-
 def _weighted(tau, lw):
     w = jnp.exp(lw)
     return jax.tree.map(lambda v: jnp.tensordot(w.astype(v.dtype), v, axes=1), tau)
@@ -151,7 +144,8 @@ def _sweep(key, fk, params, emissions, inputs, mask, frozen, functional, n, num_
                      model.log_transition_bound(params, t, u), num_backward).astype(jnp.int32)
         if conditional:
             J = J.at[REFERENCE_SLOT, 0].set(REFERENCE_SLOT)
-        tau = _tau_update(functional, tau, state.particles, new.particles, J, t, y, u, obs)
+        tau = paris_tau_from_indices(tau, state.particles, new.particles, J,
+                                     lambda a, x: functional.step(a, x, t, y, u, obs))
         return (new, tau), (info.ess, (new.particles, J) if store else None)
 
     u_rest = None if inputs is None else jax.tree.map(lambda a: a[1:], inputs)

@@ -12,6 +12,7 @@ from pssm.inference.smc import (
     filter_init,
     filter_step,
     particle_filter,
+    resampling,
 )
 from pssm.models.linear_gaussian import LinearGaussianSSM
 
@@ -67,6 +68,18 @@ def test_resampling_float32_edge_cases(name):
     # all weights zero: still valid indices (the filter reports the collapse separately)
     idx = np.asarray(f(key, dead, n))
     assert idx.min() >= 0 and idx.max() < n
+
+
+def test_ess_formulas_agree():
+    """ESS of unnormalised log-weights, its one-pass form for normalised ones, and the textbook 1 / sum W^2."""
+    lw = jax.random.normal(jax.random.key(0), (200,)) * 3.0 + 50.0
+    w = np.exp(np.asarray(lw, np.float64) - np.max(np.asarray(lw, np.float64)))
+    w /= w.sum()
+    expected = 1.0 / np.sum(w**2)
+    norm, _ = resampling.normalize_log_weights(lw)
+    np.testing.assert_allclose(float(resampling.ess(lw)), expected, rtol=1e-4)
+    np.testing.assert_allclose(float(resampling.ess_of_normalized(norm)), expected, rtol=1e-4)
+    assert float(resampling.ess(jnp.full((5,), -jnp.inf))) == 0.0
 
 
 # ----------------------------------------------------------------------------------------------- unbiasedness

@@ -16,7 +16,8 @@ Layers, each usable on its own:
 * **Smoothers**: :func:`ffbsi` (trajectories from a filter history), :func:`marginal_smoother` (FFBSm weights,
   means, variances), :func:`particle_smoother` (filter + FFBSi); :func:`paris` (offline) and
   :func:`paris_init` / :func:`paris_step` (streaming) for additive functionals, with the pure recursion
-  :func:`paris_tau_update` / :func:`paris_update` reusable by conditional PaRIS; :func:`score_functional` and
+  :func:`paris_tau_update` / :func:`paris_tau_from_indices` / :func:`paris_update` reusable by conditional PaRIS
+  (PPG); :func:`score_functional` and
   :func:`paris_score` give the Fisher-identity score.
 * **Scale**: ``sharding=particle_sharding()`` splits the particle axis over devices; ``vmap`` the top-level functions
   over keys, data or parameter sets.
@@ -59,6 +60,7 @@ from pssm.inference.smc.paris import (
     paris_init,
     paris_score,
     paris_step,
+    paris_tau_from_indices,
     paris_tau_update,
     paris_update,
     score_functional,
@@ -107,6 +109,7 @@ __all__ = [
     "paris_init",
     "paris_score",
     "paris_step",
+    "paris_tau_from_indices",
     "paris_tau_update",
     "paris_update",
     "particle_filter",

@@ -15,8 +15,8 @@ Every kernel is a final ``equinox.Module`` called with one shared signature::
 * ``log_bound`` an upper bound of :math:`\\log f` (used by :class:`RejectionBackward`; ``None`` for the others).
 
 Kernels: :class:`ExactBackward` (:math:`O(NM)`, computed in chunks of ``chunk_size`` next points),
-:class:`RejectionBackward` (hybrid: ``num_proposals`` multinomial proposals accepted with probability
-:math:`f/\\bar f`, then exact draws for the pairs still pending; exact in distribution, bounded run time) and
+:class:`RejectionBackward` (hybrid: multinomial proposals accepted with probability :math:`f/\\bar f`, in two
+rounds, then exact draws for the pairs still pending; exact in distribution, bounded run time) and
 :class:`MCMCBackward` (independent Metropolis–Hastings with proposal :math:`W_t`, started at the ancestor; Dau &
 Chopin 2022).  Draws for different ``(j, draw)`` pairs are conditionally independent.
 """
@@ -24,6 +24,7 @@ Chopin 2022).  Draws for different ``(j, draw)`` pairs are conditionally indepen
 from __future__ import annotations
 
 import abc
+import math
 from collections.abc import Callable
 
 import equinox as eqx
@@ -69,24 +70,106 @@ class BackwardKernel(eqx.Module):
         ...
 
 
+def _block_size(n: int) -> int:
+    """Block length for the two-level inverse CDF: :math:`\\lceil\\sqrt n\\rceil` rounded up to a multiple of 8."""
+    root = math.isqrt(n - 1) + 1 if n > 1 else 1
+    return 8 * -(-root // 8)
+
+
+def _blocked(particles_prev, log_weights_prev):
+    """Normalised log-weights and particles padded to ``nb * b`` and reshaped to ``(nb, b, ...)`` (padding has
+    log-weight ``-inf``)."""
+    n = log_weights_prev.shape[0]
+    b = _block_size(n)
+    nb = -(-n // b)
+    pad = nb * b - n
+    lw, _ = normalize_log_weights(log_weights_prev)
+    lw = jnp.concatenate([lw, jnp.full((pad,), -jnp.inf, lw.dtype)]).reshape(nb, b)
+    xp = jnp.concatenate([particles_prev, jnp.repeat(particles_prev[:1], pad, axis=0)], axis=0)
+    return xp.reshape((nb, b) + particles_prev.shape[1:]), lw
+
+
+def _cumsum_last(x):
+    return jax.lax.associative_scan(jnp.add, x, axis=x.ndim - 1)
+
+
+def _last_positive(w):
+    """Index of the last positive entry along the last axis (0 if none)."""
+    k = w.shape[-1]
+    return k - 1 - jnp.argmax((w > 0)[..., ::-1], axis=-1)
+
+
+def _exact_batch(key, log_transition, xpb, lwb, xs, num_draws, log_bound=None):
+    """Exact draws ``(R, num_draws)`` from :math:`B(\\cdot \\mid x_r) \\propto W_l f(x_r \\mid x_l)` for rows ``xs``.
+
+    Two-level inverse CDF without storing the ``R x N`` log-weights :math:`L_{rl} = \\log W_l + \\log f(x_r \\mid
+    x_l)`: one fused pass for the block sums :math:`S_{rk} = \\sum_{l \\in \\text{block } k} e^{L_{rl} - m_r}`, a
+    search over the ``nb`` block sums, then the chosen block's ``b`` weights are recomputed and searched.  The shift
+    :math:`m_r` is :math:`\\max_l \\log W_l + \\text{log\\_bound}` when a bound is given (one pass; if a row
+    underflows, the batch is redone with row maxima), else the row maximum (two passes).  Rows where every term
+    vanishes use the filter weights.  Zero-weight indices are never returned.
+    """
+    nb, b = lwb.shape
+
+    def log_w(x, xblk, lwblk, use_f):
+        lf = jax.vmap(lambda a: log_transition(a, x))(xblk).astype(lwblk.dtype)
+        lw = lwblk + jnp.where(use_f, lf, 0.0)
+        return jnp.where(jnp.isnan(lw), -jnp.inf, lw)
+
+    def row_max(x):
+        return jnp.max(jax.vmap(lambda xb, lb: log_w(x, xb, lb, True))(xpb, lwb))
+
+    def block_sums(x, mr, uf):
+        return jax.vmap(lambda xb, lb: jnp.sum(jnp.exp(log_w(x, xb, lb, uf) - mr)))(xpb, lwb)
+
+    def exact_shift(_):
+        m = jax.vmap(row_max)(xs)
+        use_f = jnp.isfinite(m)
+        m = jnp.where(use_f, m, jnp.max(lwb))
+        return jax.vmap(block_sums)(xs, m, use_f), m, use_f
+
+    if log_bound is None:
+        s, m, use_f = exact_shift(None)
+    else:
+        # one pass: shift by the bound max_l log W_l + log_bound >= L_rl; redo with row maxima if a row underflows
+        use_f = jnp.ones(xs.shape[:1], bool)
+        m = jnp.full(xs.shape[:1], jnp.max(lwb) + log_bound, lwb.dtype)
+        s = jax.vmap(block_sums)(xs, m, use_f)
+        tiny = jnp.finfo(s.dtype).tiny ** 0.5
+        s, m, use_f = jax.lax.cond(jnp.all(jnp.max(s, axis=-1) > tiny), lambda _: (s, m, use_f), exact_shift, None)
+    cs = _cumsum_last(s)
+    u = jax.random.uniform(key, (xs.shape[0], num_draws), dtype=s.dtype)
+    target = u * cs[:, -1:]
+    kb = jnp.sum(cs[:, None, :] <= target[..., None], axis=-1)
+    kb = jnp.minimum(kb, _last_positive(s)[:, None])
+    rest = target - (jnp.take_along_axis(cs, kb, -1) - jnp.take_along_axis(s, kb, -1))
+
+    def in_block(x, mr, uf, k):
+        return jnp.exp(log_w(x, _take(xpb, k), lwb[k], uf) - mr)
+
+    w = jax.vmap(lambda x, mr, uf, ks: jax.vmap(lambda k: in_block(x, mr, uf, k))(ks))(xs, m, use_f, kb)
+    ki = jnp.minimum(jnp.sum(_cumsum_last(w) <= rest[..., None], axis=-1), _last_positive(w))
+    return (kb * b + ki).astype(jnp.int32)
+
+
 def _exact_rows(key, log_transition, particles_prev, log_weights_prev, particles_next, num_draws, chunk_size):
+    """Exact draws for every next point, ``chunk_size`` rows at a time (memory ``O(N * chunk_size)``)."""
+    xpb, lwb = _blocked(particles_prev, log_weights_prev)
     m = particles_next.shape[0]
-
-    def one(args):
-        x_next, k = args
-        lb = backward_log_weights(log_transition, particles_prev, log_weights_prev, x_next)
-        c = _cumulative(jnp.exp(lb))
-        u = jax.random.uniform(k, (num_draws,), dtype=c.dtype)
-        return _inverse_cdf(c, u)
-
-    keys = jax.random.split(key, m)
-    return jax.lax.map(one, (particles_next, keys), batch_size=min(chunk_size, m))
+    chunk = min(chunk_size, m)
+    nc = -(-m // chunk)
+    xs = jnp.concatenate([particles_next, jnp.repeat(particles_next[:1], nc * chunk - m, axis=0)], axis=0)
+    xs = xs.reshape((nc, chunk) + particles_next.shape[1:])
+    keys = jax.random.split(key, nc)
+    out = jax.lax.map(lambda a: _exact_batch(a[1], log_transition, xpb, lwb, a[0], num_draws), (xs, keys))
+    return out.reshape(nc * chunk, num_draws)[:m]
 
 
 class ExactBackward(BackwardKernel):
     """Exact draws by computing the full backward weights for ``chunk_size`` next points at a time.
 
-    Cost :math:`O(NM)` transition evaluations, memory :math:`O(N \\cdot \\text{chunk\\_size})`.
+    Cost :math:`O(NM)` transition evaluations (two fused passes, no ``M x N`` array), memory
+    :math:`O(N \\cdot \\text{chunk\\_size})`.
     """
 
     chunk_size: int = 256
@@ -102,20 +185,27 @@ class ExactBackward(BackwardKernel):
 
 
 class RejectionBackward(BackwardKernel):
-    """Hybrid rejection sampler (Dau & Chopin 2022).
+    """Hybrid rejection sampler (Dau & Chopin 2022), in two rounds then exact draws.
 
-    For each ``(j, draw)``: up to ``num_proposals`` candidates :math:`l \\sim W_t` accepted with probability
-    :math:`\\exp(\\log f(x^j_{t+1} \\mid x^l_t) - \\text{log\\_bound})`; pairs with no acceptance get an exact draw,
-    computed ``fallback_chunk`` at a time inside a ``while_loop`` so the cost scales with the number of failures.
-    Requires ``log_bound`` (e.g. ``model.log_transition_bound``).
+    Each ``(j, draw)`` pair proposes :math:`l \\sim W_t`, accepted with probability :math:`\\exp(\\log f(x^j_{t+1}
+    \\mid x^l_t) - \\text{log\\_bound})`: first ``num_proposals`` candidates for every pair, then, for up to
+    ``ceil(retry_fraction * pairs)`` of the pairs still pending, ``num_retries`` more.  Pairs with no acceptance get
+    an exact draw (two-level inverse CDF), ``fallback_chunk`` rows at a time in a ``while_loop``, so the cost
+    follows the number of failures.  Stopping after a number of failures does not bias the draw: each output is an
+    exact draw from :math:`B(\\cdot \\mid j)`, whatever the settings, which only trade proposals for exact rows.
+    All proposal indices are drawn at once.  Requires ``log_bound`` (e.g. ``model.log_transition_bound``).
     """
 
-    num_proposals: int = 10
-    fallback_chunk: int = 32
+    num_proposals: int = 2
+    num_retries: int = 8
+    retry_fraction: float = 0.25
+    fallback_chunk: int = 64
 
     def __check_init__(self):
-        if self.num_proposals < 1 or self.fallback_chunk < 1:
-            raise ValueError("num_proposals and fallback_chunk must be >= 1.")
+        if self.num_proposals < 1 or self.fallback_chunk < 1 or self.num_retries < 0:
+            raise ValueError("num_proposals and fallback_chunk must be >= 1 and num_retries >= 0.")
+        if not 0.0 <= self.retry_fraction <= 1.0:
+            raise ValueError(f"retry_fraction must lie in [0, 1]; got {self.retry_fraction}.")
 
     def __call__(self, key, log_transition, particles_prev, log_weights_prev, particles_next, ancestors, log_bound,
                  num_draws):
@@ -124,39 +214,53 @@ class RejectionBackward(BackwardKernel):
                 "RejectionBackward needs log_bound, an upper bound on log f(x_next | x_prev); the model defines no "
                 "log_transition_bound. Use ExactBackward() or MCMCBackward() instead."
             )
-        m = particles_next.shape[0]
-        d, k_prop = num_draws, self.num_proposals
-        k1, k2, k3 = jax.random.split(key, 3)
-        props = multinomial(k1, log_weights_prev, m * d * k_prop).reshape(m, d * k_prop)
+        m, d = particles_next.shape[0], num_draws
+        pairs = m * d
+        k1, k2 = self.num_proposals, self.num_retries
+        cap = min(pairs, math.ceil(self.retry_fraction * pairs)) if k2 > 0 else 0
+        n1, n2 = pairs * k1, cap * k2
+        k_u, k_fb = jax.random.split(key)
+        c = _cumulative(jnp.exp(normalize_log_weights(log_weights_prev)[0]))
+        u = jax.random.uniform(k_u, (2, n1 + n2), dtype=c.dtype)
+        props = _inverse_cdf(c, u[0])
+        log_u = jnp.log(u[1])
 
-        def row(x_next, idx):
-            return jax.vmap(lambda i: log_transition(_take(particles_prev, i), x_next))(idx)
+        def first_accepted(rows, idx, lu):
+            """Rows ``(R,)`` of pair ids, proposals ``(R, K)``: (first accepted proposal, any accepted)."""
+            xs = _take(particles_next, rows // d)
+            lf = jax.vmap(lambda x, ii: jax.vmap(lambda i: log_transition(_take(particles_prev, i), x))(ii))(xs, idx)
+            acc = lu < lf.astype(lu.dtype) - log_bound
+            pick = jnp.take_along_axis(idx, jnp.argmax(acc, axis=-1)[:, None], axis=-1)[:, 0]
+            return pick, jnp.any(acc, axis=-1)
 
-        lf = jax.vmap(row)(particles_next, props).reshape(m, d, k_prop)
-        props = props.reshape(m, d, k_prop)
-        log_u = jnp.log(jax.random.uniform(k2, (m, d, k_prop), dtype=lf.dtype))
-        accept = log_u < lf - log_bound
-        first = jnp.argmax(accept, axis=-1)
-        out = jnp.take_along_axis(props, first[..., None], axis=-1)[..., 0].reshape(-1)
-        failed = ~jnp.any(accept, axis=-1).reshape(-1)
-        return self._fallback(k3, log_transition, particles_prev, log_weights_prev, particles_next, out, failed,
-                              d).reshape(m, d)
+        rows = jnp.arange(pairs, dtype=jnp.int32)
+        out, ok = first_accepted(rows, props[:n1].reshape(pairs, k1), log_u[:n1].reshape(pairs, k1))
+        if cap > 0:
+            retry = jnp.nonzero(~ok, size=cap, fill_value=pairs)[0].astype(jnp.int32)
+            pick, got = first_accepted(jnp.minimum(retry, pairs - 1), props[n1:].reshape(cap, k2),
+                                       log_u[n1:].reshape(cap, k2))
+            dest = jnp.where(got & (retry < pairs), retry, pairs)
+            out = out.at[dest].set(pick, mode="drop")
+            ok = ok.at[dest].set(True, mode="drop")
+        return self._fallback(k_fb, log_transition, particles_prev, log_weights_prev, particles_next, out, ~ok,
+                              d, log_bound).reshape(m, d)
 
-    def _fallback(self, key, log_transition, particles_prev, log_weights_prev, particles_next, out, failed, d):
+    def _fallback(self, key, log_transition, particles_prev, log_weights_prev, particles_next, out, failed, d,
+                  log_bound):
         total = out.shape[0]
         chunk = min(self.fallback_chunk, total)
         count = jnp.sum(failed)
         order = jnp.nonzero(failed, size=total, fill_value=0)[0]
         order = jnp.concatenate([order, jnp.zeros((chunk,), order.dtype)])
         num_chunks = (count + chunk - 1) // chunk
+        xpb, lwb = _blocked(particles_prev, log_weights_prev)
 
         def body(carry):
             c, res = carry
             pos = jax.lax.dynamic_slice(order, (c * chunk,), (chunk,))
             valid = c * chunk + jnp.arange(chunk) < count
-            xs = _take(particles_next, pos // d)
-            draws = _exact_rows(jax.random.fold_in(key, c), log_transition, particles_prev, log_weights_prev, xs, 1,
-                                chunk)[:, 0]
+            draws = _exact_batch(jax.random.fold_in(key, c), log_transition, xpb, lwb, _take(particles_next, pos // d),
+                                 1, log_bound)[:, 0]
             res = res.at[jnp.where(valid, pos, total)].set(draws, mode="drop")
             return c + 1, res
 

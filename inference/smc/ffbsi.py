@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 from pssm.inference.smc.backward import BackwardKernel, ExactBackward
-from pssm.inference.smc.filter import ParticleHistory, _validate_sequence, as_feynman_kac, particle_filter
+from pssm.inference.smc.filter import ParticleHistory, as_feynman_kac, particle_filter, validate_sequence
 from pssm.inference.smc.resampling import multinomial, normalize_log_weights
 
 from pssm.arviz import summary_group, to_arviz
@@ -189,7 +189,7 @@ def particle_smoother(
     ess_threshold: float = 0.5,
 ) -> FFBSiResult:
     """Run a bootstrap (or given :class:`FeynmanKac`) filter with history, then FFBSi."""
-    emissions, mask = _validate_sequence(emissions, inputs, mask)
+    emissions, mask = validate_sequence(emissions, inputs, mask)
     kf, kb = jax.random.split(key)
     fr = particle_filter(kf, model, params, emissions, num_particles, inputs=inputs, mask=mask,
                          resampling=resampling, ess_threshold=ess_threshold, history=True)

@@ -28,7 +28,13 @@ import jax
 import jax.numpy as jnp
 import numpyro.distributions as dist
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
-from pssm.inference.smc.resampling import Resampler, get_resampler, log_ess, normalize_log_weights
+from pssm.inference.smc.resampling import (
+    Resampler,
+    ess_of_normalized,
+    get_resampler,
+    log_ess,
+    normalize_log_weights,
+)
 
 from pssm.arviz import summary_group, to_arviz
 from pssm.protocol import SSM, PyTree, inputs_at
@@ -297,7 +303,8 @@ def filter_init(
     lw, inc = normalize_log_weights(base + lw)
     lw = _constrain(lw, sharding)
     state = ParticleFilterState(x0, lw, inc, ~jnp.isfinite(inc), jnp.zeros((), jnp.int32))
-    info = ParticleFilterInfo(jnp.arange(num_particles, dtype=jnp.int32), jnp.asarray(False), jnp.exp(log_ess(lw)), inc)
+    info = ParticleFilterInfo(jnp.arange(num_particles, dtype=jnp.int32), jnp.asarray(False), ess_of_normalized(lw),
+                              inc)
     return state, info
 
 
@@ -328,7 +335,7 @@ def filter_step(
     lw = _constrain(lw, sharding)
     collapsed = state.collapsed | ~jnp.isfinite(inc)
     new = ParticleFilterState(x, lw, state.log_likelihood + inc, collapsed, t)
-    return new, ParticleFilterInfo(a, resampled, jnp.exp(log_ess(lw)), inc)
+    return new, ParticleFilterInfo(a, resampled, ess_of_normalized(lw), inc)
 
 
 def _weighted_mean(test_fn, particles, log_weights):
@@ -341,20 +348,25 @@ def _identity(x):
     return x
 
 
-def _validate_sequence(emissions, inputs, mask):
+def validate_sequence(emissions, inputs, mask, name: str = "emissions"):
+    """Boundary checks for a sequence input: returns ``(emissions, mask)`` as jax arrays (mask defaults to all
+    observed); every ``inputs`` leaf must share the leading time axis."""
+    if emissions is None:
+        raise TypeError(f"{name} is None; pass an array with a leading time axis.")
     emissions = jnp.asarray(emissions)
     if emissions.ndim < 1 or emissions.shape[0] < 1:
-        raise ValueError(f"emissions must have a leading time axis of length >= 1; got shape {emissions.shape}.")
+        raise ValueError(f"{name} must have a leading time axis of length >= 1; got shape {emissions.shape}.")
     T = emissions.shape[0]
     for leaf in jax.tree.leaves(inputs):
-        if leaf.shape[:1] != (T,):
-            raise ValueError(f"every inputs leaf needs a leading time axis of length {T}; got shape {leaf.shape}.")
+        if jnp.shape(leaf)[:1] != (T,):
+            raise ValueError(f"every inputs leaf needs a leading time axis of length {T}; got {jnp.shape(leaf)}.")
     if mask is None:
         mask = jnp.ones((T,), bool)
     else:
-        mask = jnp.asarray(mask, bool)
+        mask = jnp.asarray(mask)
         if mask.shape != (T,):
             raise ValueError(f"mask must have shape ({T},) (True = observed); got {mask.shape}.")
+        mask = mask.astype(bool)
     return emissions, mask
 
 
@@ -393,7 +405,7 @@ def particle_filter(
     ``mask[t] == False`` drops the emission term at ``t``.
     """
     fk = as_feynman_kac(model)
-    emissions, mask = _validate_sequence(emissions, inputs, mask)
+    emissions, mask = validate_sequence(emissions, inputs, mask)
     _validate_common(num_particles, ess_threshold, sharding)
     get_resampler(resampling)
     return _particle_filter(

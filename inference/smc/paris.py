@@ -34,10 +34,10 @@ from pssm.inference.smc.filter import (
     ParticleFilterState,
     _constrain,
     _validate_common,
-    _validate_sequence,
     as_feynman_kac,
     filter_init,
     filter_step,
+    validate_sequence,
 )
 from pssm.inference.smc.resampling import Resampler, get_resampler
 
@@ -51,6 +51,7 @@ __all__ = [
     "PaRISResult",
     "paris_init",
     "paris_tau_update",
+    "paris_tau_from_indices",
     "paris_update",
     "paris_step",
     "paris_estimate",
@@ -182,14 +183,26 @@ def paris_tau_update(
     """The PaRIS recursion on arrays: ``increment(x_prev, x) = h_t(x_prev, x)``; returns :math:`\\tau_t`."""
     J = backward(key, log_transition, particles_prev, log_weights_prev, particles, ancestors, log_bound,
                  num_backward)
+    return paris_tau_from_indices(tau_prev, particles_prev, particles, J, increment)
+
+
+def paris_tau_from_indices(
+    tau_prev: PyTree,
+    particles_prev: Array,
+    particles: Array,
+    backward_indices: Int[Array, "N D"],
+    increment: Callable[[Array, Array], PyTree],
+) -> PyTree:
+    """:math:`\\tau_t^i = \\tilde N^{-1} \\sum_j [\\tau_{t-1}^{J_{ij}} + h_t(x_{t-1}^{J_{ij}}, x_t^i)]` from given
+    backward indices ``J`` (PaRIS particle Gibbs draws and edits them itself)."""
 
     def per_particle(j_row, x):
         xp = jnp.take(particles_prev, j_row, axis=0)
         h = jax.vmap(lambda a: increment(a, x))(xp)
         t_prev = jax.tree.map(lambda v: jnp.take(v, j_row, axis=0), tau_prev)
-        return jax.tree.map(lambda a, b: jnp.mean(a + b, axis=0), t_prev, h)
+        return jax.tree.map(lambda a, b: jnp.mean(a + b.astype(a.dtype), axis=0), t_prev, h)
 
-    return jax.vmap(per_particle)(J, particles)
+    return jax.vmap(per_particle)(backward_indices, particles)
 
 
 def paris_update(
@@ -277,7 +290,7 @@ def paris(
     ``t`` (``T`` times the size of the functional).
     """
     fk = as_feynman_kac(model)
-    emissions, mask = _validate_sequence(emissions, inputs, mask)
+    emissions, mask = validate_sequence(emissions, inputs, mask)
     _validate_common(num_particles, ess_threshold, sharding)
     get_resampler(resampling)
     if not isinstance(num_backward, int) or num_backward < 1:

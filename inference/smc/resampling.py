@@ -35,6 +35,7 @@ __all__ = [
     "get_resampler",
     "normalize_log_weights",
     "ess",
+    "ess_of_normalized",
     "log_ess",
 ]
 
@@ -68,6 +69,11 @@ def log_ess(log_weights: Float[Array, " N"]) -> Float[Array, ""]:
 def ess(log_weights: Float[Array, " N"]) -> Float[Array, ""]:
     """Effective sample size :math:`1 / \\sum_i W_i^2` of unnormalised log-weights (0 if all weights vanish)."""
     return jnp.exp(log_ess(log_weights))
+
+
+def ess_of_normalized(log_w: Float[Array, " N"]) -> Float[Array, ""]:
+    """:math:`1 / \\sum_i W_i^2` for already normalised log-weights :math:`\\log W` (one pass, no max needed)."""
+    return 1.0 / jnp.sum(jnp.exp(2.0 * log_w))
 
 
 def _cumsum(x):
