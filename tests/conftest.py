@@ -11,3 +11,14 @@ def x64():
         yield
     finally:
         jax.config.update("jax_enable_x64", prev)
+
+
+@pytest.fixture
+def x32():
+    """Run a test with JAX's default 32-bit types, even when the suite runs with JAX_ENABLE_X64=1."""
+    prev = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", False)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_enable_x64", prev)

@@ -51,8 +51,8 @@ KERNELS = {
     "exact": ExactBackward(chunk_size=3),
     "rejection_default": RejectionBackward(),
     # one proposal, no retries, tiny chunks: nearly every pair goes through the exact fallback while_loop
-    "rejection_fallback_heavy": RejectionBackward(num_proposals=1, num_retries=0, fallback_chunk=3),
-    "rejection_retries_only": RejectionBackward(num_proposals=1, num_retries=30, retry_fraction=1.0),
+    "rejection_fallback_heavy": RejectionBackward(num_proposals=1, retries=(), fallback_chunk=3),
+    "rejection_three_rounds": RejectionBackward(num_proposals=1, retries=((1.0, 30), (0.5, 4))),
 }
 
 
@@ -71,13 +71,13 @@ def test_kernel_draws_follow_backward_probabilities(x64, name, n):
     assert pv.min() > 2e-5, (name, pv)
 
 
-def test_rejection_float32_tail_rows_and_vanishing_rows():
+def test_rejection_float32_tail_rows_and_vanishing_rows(x32):
     """float32: rows so far out that the bound-shifted weights underflow use the exact row maxima; rows where every
     transition density vanishes fall back to the filter weights (never NaN, never a zero-weight index)."""
     n, m, d = 200, 4, 4000
     xp, lw, _ = _problem(n, m, zero=(0, 5))
     xn = jnp.array([[60.0], [-45.0], [jnp.inf], [0.1]])
-    kern = RejectionBackward(num_proposals=1, num_retries=0)
+    kern = RejectionBackward(num_proposals=1, retries=())
     idx = np.asarray(jax.jit(lambda k: kern(k, _lt, xp, lw, xn, None, BOUND, d))(jax.random.key(3)))
     assert not np.isin(idx, [0, 5]).any()
     lf = np.asarray(jax.vmap(lambda x: jax.vmap(lambda a: _lt(a, x))(xp))(xn[:2]), dtype=np.float64)
@@ -103,9 +103,9 @@ def test_block_size_and_blocked_padding():
 
 
 def test_rejection_settings_are_validated():
-    with pytest.raises(ValueError, match="num_retries"):
-        RejectionBackward(num_retries=-1)
-    with pytest.raises(ValueError, match="retry_fraction"):
-        RejectionBackward(retry_fraction=1.5)
+    with pytest.raises(ValueError, match="retries"):
+        RejectionBackward(retries=((0.5, -1),))
+    with pytest.raises(ValueError, match="retries"):
+        RejectionBackward(retries=((1.5, 4),))
     with pytest.raises(ValueError, match="log_bound"):
         RejectionBackward()(jax.random.key(0), _lt, jnp.zeros((4, 1)), jnp.zeros(4), jnp.zeros((2, 1)), None, None, 2)

@@ -88,7 +88,7 @@ def test_guided_conditional_smc_with_ancestor_sampling_is_invariant(exact_draws)
     assert _invariance_z(np.asarray(new)[..., 0], np.asarray(refs)[..., 0], sm) < 4.5
 
 
-def test_conditional_smc_result_and_float32_and_validation():
+def test_conditional_smc_result_and_float32_and_validation(x32):
     p, y = _problem(T=12)
     m = ScalarLG()
     ref = jnp.zeros((12, 1), jnp.float32)

@@ -96,7 +96,7 @@ def test_shape_errors_name_the_argument():
         hmm_filter(jnp.zeros(3), jnp.zeros((2, 3, 3)), jnp.zeros((4, 3)))
 
 
-def test_float32_agrees_with_float64_on_long_sequence():
+def test_float32_agrees_with_float64_on_long_sequence(x32):
     li, lt, ll = random_potentials(jax.random.PRNGKey(10), 2000, 4)
     r32 = hmm_smoother(li, lt, ll)
     with jax.enable_x64(True):

@@ -115,7 +115,7 @@ def test_vmap_over_ragged_batch_equals_loop(x64):
         np.testing.assert_allclose(batched.smoothed_means[i, :n], single.smoothed_means, atol=1e-10)
 
 
-def test_float32_runs_and_is_close_to_float64():
+def test_float32_runs_and_is_close_to_float64(x32):
     model = LinearGaussianSSM(2, 2)
     params = model.random_params(jax.random.PRNGKey(16))
     _, y = simulate(jax.random.PRNGKey(17), model, params, 50)

@@ -139,7 +139,7 @@ def test_filtered_means_match_kalman_and_mask(x64):
     assert "ess" in idata.sample_stats and idata.posterior["filtered"].dims[:3] == ("chain", "draw", "time")
 
 
-def test_float32_filter_runs_close_to_kalman():
+def test_float32_filter_runs_close_to_kalman(x32):
     model = ScalarLG()
     params = scalar_params()
     _, ys = simulate(jax.random.key(8), model, params, 200)
