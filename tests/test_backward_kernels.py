@@ -109,3 +109,29 @@ def test_rejection_settings_are_validated():
         RejectionBackward(retries=((1.5, 4),))
     with pytest.raises(ValueError, match="log_bound"):
         RejectionBackward()(jax.random.key(0), _lt, jnp.zeros((4, 1)), jnp.zeros(4), jnp.zeros((2, 1)), None, None, 2)
+
+
+@pytest.mark.parametrize("precision", ["x32", "x64"])
+def test_multinomial_with_uniforms_joint_law(precision, request):
+    """Indices ~ W (chi-square), zero weights never drawn, and the recycled uniform is U(0, 1) given the index
+    (Kolmogorov-Smirnov per frequent index) and uncorrelated with it; float32 (31-bit words) and float64 (63-bit)."""
+    request.getfixturevalue(precision)
+    from pssm.inference.smc.resampling import multinomial_with_uniforms
+
+    n, m = 12, 200_000
+    lw = jnp.log(jnp.array([0.3, 0.0, 0.2, 1e-4, 0.1, 0.05, 0.15, 0.0, 0.1, 0.05, 0.0499, 1e-5]))
+    idx, v = jax.jit(multinomial_with_uniforms, static_argnums=2)(jax.random.key(4), lw, m)
+    idx, v = np.asarray(idx), np.asarray(v)
+    assert v.dtype == (np.float64 if precision == "x64" else np.float32)
+    w = np.exp(np.asarray(lw, np.float64))
+    w /= w.sum()
+    assert not np.isin(idx, np.flatnonzero(w == 0)).any()
+    assert _chi2_pvalues(idx[None], [w]).min() > 1e-4
+    assert v.min() > 0 and v.max() < 1
+    for i in np.flatnonzero(w > 0.04):
+        assert stats.kstest(v[idx == i], "uniform").pvalue > 1e-4, i
+    # P(l = i, v < a) = W_i a
+    a = 0.37
+    joint = np.bincount(idx[v < a], minlength=n) / m
+    se = np.sqrt(w * a * (1 - w * a) / m) + 1e-12
+    assert np.all(np.abs(joint - w * a) < 5 * se)

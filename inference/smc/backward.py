@@ -31,7 +31,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int, PRNGKeyArray
-from pssm.inference.smc.resampling import _cumulative, _inverse_cdf, multinomial, normalize_log_weights
+from pssm.inference.smc.resampling import multinomial_with_uniforms, normalize_log_weights
 
 __all__ = ["BackwardKernel", "ExactBackward", "RejectionBackward", "MCMCBackward", "backward_log_weights"]
 
@@ -193,8 +193,9 @@ class RejectionBackward(BackwardKernel):
     Pairs with no acceptance get an exact draw (two-level inverse CDF), ``fallback_chunk`` rows at a time in a
     ``while_loop``, so the cost follows the number of failures.  Stopping after failures does not bias the draw:
     every output is an exact draw from :math:`B(\\cdot \\mid j)`, whatever the settings, which only trade
-    proposals (about 15 ns each on a CPU core) for exact rows (:math:`O(N)` each).  All proposal indices are drawn
-    at once.  Requires ``log_bound`` (e.g. ``model.log_transition_bound``).
+    proposals (about 15 ns each on a CPU core) for exact rows (:math:`O(N)` each).  All proposals are drawn at
+    once, each with its acceptance uniform from the same random word (:func:`multinomial_with_uniforms`).
+    Requires ``log_bound`` (e.g. ``model.log_transition_bound``).
     """
 
     num_proposals: int = 2
@@ -224,10 +225,8 @@ class RejectionBackward(BackwardKernel):
         ]
         sizes = [cap * k for cap, k in rounds]
         k_u, k_fb = jax.random.split(key)
-        c = _cumulative(jnp.exp(normalize_log_weights(log_weights_prev)[0]))
-        u = jax.random.uniform(k_u, (2, sum(sizes)), dtype=c.dtype)
-        props = _inverse_cdf(c, u[0])
-        log_u = jnp.log(u[1])
+        props, u = multinomial_with_uniforms(k_u, log_weights_prev, sum(sizes))
+        log_u = jnp.log(u)
 
         def first_accepted(rows, idx, lu):
             """Rows ``(R,)`` of pair ids, proposals ``(R, K)``: (first accepted proposal, any accepted)."""
@@ -304,10 +303,9 @@ class MCMCBackward(BackwardKernel):
 
         def step(carry, k):
             cur, lf_cur = carry
-            ka, kb = jax.random.split(k)
-            prop = multinomial(ka, log_weights_prev, m * num_draws)
+            prop, u = multinomial_with_uniforms(k, log_weights_prev, m * num_draws)
             lf_prop = lt(prop, x_rep).reshape(m, num_draws)
-            log_u = jnp.log(jax.random.uniform(kb, (m, num_draws), dtype=lf_prop.dtype))
+            log_u = jnp.log(u).reshape(m, num_draws).astype(lf_prop.dtype)
             acc = (log_u < lf_prop - lf_cur) | ~jnp.isfinite(lf_cur)
             return (jnp.where(acc, prop.reshape(m, num_draws), cur), jnp.where(acc, lf_prop, lf_cur)), None
 

@@ -28,6 +28,7 @@ from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 __all__ = [
     "Resampler",
     "multinomial",
+    "multinomial_with_uniforms",
     "stratified",
     "systematic",
     "residual",
@@ -140,6 +141,32 @@ def stratified(key: PRNGKeyArray, log_weights: Float[Array, " N"], num_samples: 
 def _inverse_cdf(c, u):
     n = c.shape[0]
     return jnp.minimum(jnp.searchsorted(c, u, side="right"), n - 1).astype(jnp.int32)
+
+
+def multinomial_with_uniforms(
+    key: PRNGKeyArray, log_weights: Float[Array, " N"], num_samples: int
+) -> tuple[Int[Array, " M"], Float[Array, " M"]]:
+    """Multinomial draws :math:`l_k \\sim W` and, for each, a uniform :math:`v_k` independent of :math:`l_k`, from
+    one random word per draw (a rejection sampler's proposal and its acceptance variable for the price of one).
+
+    With :math:`b` uniform on :math:`\\{0, \\dots, 2^s - 1\\}` and integer cumulative weights :math:`K_i = \\lfloor
+    2^s C_i \\rfloor`, :math:`l` is the first index with :math:`K_l > b`; given :math:`l`, :math:`b - K_{l-1}` is
+    uniform on the :math:`K_l - K_{l-1}` integers of the interval, so :math:`v = (b - K_{l-1} + 1/2) / (K_l -
+    K_{l-1})` is uniform on that grid, whatever :math:`l`.  :math:`s = 31` in float32 and 63 in float64, so
+    :math:`P(l, v < a)` is exact to :math:`2^{-s}` per index, finer than a float32 inverse CDF (:math:`2^{-24}`).
+    Zero-weight indices are never drawn.
+    """
+    c = jnp.minimum(_cumulative(_weights(log_weights)), 1.0)
+    wide = c.dtype == jnp.float64
+    bits_dtype, s = (jnp.uint64, 63) if wide else (jnp.uint32, 31)
+    b = jax.random.bits(key, (num_samples,), bits_dtype) >> 1
+    k = jnp.floor(c * 2.0**s).astype(bits_dtype)
+    n = c.shape[0]
+    idx = jnp.minimum(jnp.searchsorted(k, b, side="right"), n - 1).astype(jnp.int32)
+    lo = jnp.where(idx > 0, k[jnp.maximum(idx - 1, 0)], jnp.zeros((), bits_dtype))
+    width = k[idx] - lo
+    v = ((b - lo).astype(c.dtype) + 0.5) / width.astype(c.dtype)
+    return idx, v
 
 
 def multinomial(key: PRNGKeyArray, log_weights: Float[Array, " N"], num_samples: int) -> Int[Array, " M"]:
