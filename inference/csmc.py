@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
-from pssm.inference.smc.backward import BackwardKernel
+from pssm.inference.smc.backward import BackwardKernel, check_backward_kernel
 from pssm.inference.smc.ffbsi import ffbsi
 from pssm.inference.smc.filter import (
     FeynmanKac,
@@ -268,9 +268,7 @@ def conditional_smc(
     if backward is not None:
         if method != "backward":
             raise ValueError("backward= (a backward kernel) is only used with method='backward'.")
-        if not isinstance(backward, BackwardKernel):
-            raise TypeError("backward must be a BackwardKernel (ExactBackward(), RejectionBackward(), "
-                            "MCMCBackward()) or None (exact).")
+        check_backward_kernel(backward)
     return _csmc_jit(key, fk, params, emissions, inputs, mask, reference, num_particles, method, backward)
 
 

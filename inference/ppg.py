@@ -44,7 +44,7 @@ from pssm.inference.csmc import (
     validate_reference,
     validate_sequence,
 )
-from pssm.inference.smc.backward import BackwardKernel
+from pssm.inference.smc.backward import BackwardKernel, check_backward_kernel
 from pssm.inference.smc.filter import FeynmanKac, as_feynman_kac, filter_step
 from pssm.inference.smc.paris import (
     AdditiveFunctional,
@@ -239,9 +239,7 @@ def validate_backward(num_backward, backward):
     if isinstance(num_backward, bool) or not isinstance(num_backward, int | np.integer) or num_backward < 1:
         raise ValueError(f"num_backward must be a Python int >= 1 (PaRIS needs >= 2 for stability); got "
                          f"{num_backward!r}.")
-    if backward is not None and not isinstance(backward, BackwardKernel):
-        raise TypeError("backward must be a BackwardKernel (ExactBackward(), RejectionBackward(), MCMCBackward()) "
-                        "or None for the default.")
+    check_backward_kernel(backward)
     return int(num_backward)
 
 

@@ -21,6 +21,7 @@ from numpyro.distributions import constraints
 
 from pssm.distributions import GaussianTril
 from pssm.protocol import SSM
+from pssm.validation import as_float
 
 __all__ = ["LGSSMParams", "LinearGaussianSSM"]
 
@@ -65,7 +66,7 @@ class LinearGaussianSSM(SSM):
     ) -> LGSSMParams:
         """Build params, filling defaults (zero means/biases/input weights, identity initial covariance)."""
         Dx, Dy, Du = self.state_dim, self.emission_dim, self.input_dim
-        f = lambda a: jnp.asarray(a, dtype=jnp.result_type(float))  # noqa: E731
+        f = as_float
         p = LGSSMParams(
             initial_mean=f(jnp.zeros(Dx) if initial_mean is None else initial_mean),
             initial_cov=f(jnp.eye(Dx) if initial_cov is None else initial_cov),

@@ -30,7 +30,8 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from numpyro.distributions import constraints
 
 from pssm.distributions import GaussianTril
-from pssm.protocol import SSM, simulate
+from pssm.protocol import SSM
+from pssm.validation import as_float
 
 __all__ = [
     "GaussianTril",
@@ -64,7 +65,7 @@ class StochasticVolatility(SSM):
     """Scalar stochastic volatility; :math:`x_0` from the stationary law :math:`N(\\mu, \\sigma^2/(1-\\phi^2))`."""
 
     def make_params(self, mu=-1.0, phi=0.95, sigma=0.3) -> SVParams:
-        f = lambda a: jnp.asarray(a, jnp.result_type(float))  # noqa: E731
+        f = as_float
         return SVParams(f(mu), f(phi), f(sigma))
 
     def initial(self, params: SVParams, inputs=None):
@@ -85,8 +86,6 @@ class StochasticVolatility(SSM):
     def prior(self) -> SVParams:
         return SVParams(dist.Normal(0.0, 2.0), dist.Uniform(-1.0, 1.0), dist.HalfNormal(1.0))
 
-    def simulate(self, key: PRNGKeyArray, params: SVParams, num_timesteps: int):
-        return simulate(key, self, params, num_timesteps)
 
 
 # --------------------------------------------------------------------------------------------------- Kitagawa
@@ -100,7 +99,7 @@ class KitagawaGrowth(SSM):
     """Univariate nonstationary growth model (bimodal filtering distributions from :math:`y \\propto x^2`)."""
 
     def make_params(self, sigma_x=10.0**0.5, sigma_y=1.0, initial_sd=5.0**0.5) -> KitagawaParams:
-        f = lambda a: jnp.asarray(a, jnp.result_type(float))  # noqa: E731
+        f = as_float
         return KitagawaParams(f(sigma_x), f(sigma_y), f(initial_sd))
 
     def initial(self, params: KitagawaParams, inputs=None):
@@ -119,8 +118,6 @@ class KitagawaGrowth(SSM):
     def param_constraints(self) -> KitagawaParams:
         return KitagawaParams(constraints.positive, constraints.positive, constraints.positive)
 
-    def simulate(self, key: PRNGKeyArray, params: KitagawaParams, num_timesteps: int):
-        return simulate(key, self, params, num_timesteps)
 
 
 # --------------------------------------------------------------------------------------------------- Lorenz-96
@@ -152,7 +149,7 @@ class Lorenz96(SSM):
         return len(range(0, self.state_dim, self.obs_every))
 
     def make_params(self, forcing=8.0, sigma_x=0.1, sigma_y=1.0, initial_mean=None, initial_sd=1.0) -> Lorenz96Params:
-        f = lambda a: jnp.asarray(a, jnp.result_type(float))  # noqa: E731
+        f = as_float
         m0 = jnp.full((self.state_dim,), 8.0) if initial_mean is None else initial_mean
         return Lorenz96Params(f(forcing), f(sigma_x), f(sigma_y), f(m0), f(initial_sd))
 
@@ -189,8 +186,6 @@ class Lorenz96(SSM):
         return Lorenz96Params(constraints.real, constraints.positive, constraints.positive, constraints.real_vector,
                               constraints.positive)
 
-    def simulate(self, key: PRNGKeyArray, params: Lorenz96Params, num_timesteps: int):
-        return simulate(key, self, params, num_timesteps)
 
 
 # --------------------------------------------------------------------------------------------------- chaotic RNN
@@ -213,7 +208,7 @@ class ChaoticRNN(SSM):
         """Random couplings :math:`W_{ij} \\sim N(0, 1/D)` and readout :math:`C \\sim N(0, 1/D)`."""
         k1, k2 = jax.random.split(key)
         D = self.state_dim
-        f = lambda a: jnp.asarray(a, jnp.result_type(float))  # noqa: E731
+        f = as_float
         W = jax.random.normal(k1, (D, D)) / jnp.sqrt(D)
         C = jax.random.normal(k2, (self.emission_dim, D)) / jnp.sqrt(D)
         return ChaoticRNNParams(f(W), f(gain), f(C), f(sigma_x), f(sigma_y))
@@ -235,8 +230,6 @@ class ChaoticRNN(SSM):
         r, p = constraints.real, constraints.positive
         return ChaoticRNNParams(r, p, r, p, p)
 
-    def simulate(self, key: PRNGKeyArray, params: ChaoticRNNParams, num_timesteps: int):
-        return simulate(key, self, params, num_timesteps)
 
 
 # --------------------------------------------------------------------------------------------------- Poisson LDS
@@ -259,7 +252,7 @@ class PoissonLDS(SSM):
     def make_params(self, *, dynamics_weights, dynamics_cov, emission_weights, emission_bias, initial_mean=None,
                     initial_cov=None, dynamics_bias=None) -> PoissonLDSParams:
         D, Nn = self.state_dim, self.num_neurons
-        f = lambda a: jnp.asarray(a, jnp.result_type(float))  # noqa: E731
+        f = as_float
         p = PoissonLDSParams(
             f(jnp.zeros(D) if initial_mean is None else initial_mean),
             f(jnp.eye(D) if initial_cov is None else initial_cov),
@@ -313,5 +306,3 @@ class PoissonLDS(SSM):
         r, p = constraints.real, constraints.positive_definite
         return PoissonLDSParams(r, p, r, r, p, r, r)
 
-    def simulate(self, key: PRNGKeyArray, params: PoissonLDSParams, num_timesteps: int):
-        return simulate(key, self, params, num_timesteps)

@@ -70,6 +70,12 @@ class SSM(eqx.Module):
         """Default prior: a pytree like params with NumPyro distributions (or ``None`` for fixed leaves)."""
         return None
 
+    def simulate(
+        self, key: PRNGKeyArray, params: PyTree, num_timesteps: int, inputs: PyTree = None
+    ) -> tuple[Array, Array]:
+        """``(states, emissions)`` by ancestral sampling (the module function :func:`simulate`)."""
+        return simulate(key, self, params, num_timesteps, inputs)
+
     def log_transition_bound(self, params: PyTree, t: Int[Array, ""], inputs: PyTree = None) -> Array | None:
         """An upper bound on :math:`\\log f_\\theta(x_t \\mid x_{t-1})` over both arguments, or ``None``."""
         return None

@@ -21,6 +21,7 @@ import jax
 import numpy as np
 
 __all__ = [
+    "as_float",
     "is_tracer",
     "check_array",
     "check_sequence",
@@ -34,6 +35,11 @@ __all__ = [
 
 _NUMERIC_KINDS = "biufc"
 _KIND_NAMES = {"b": "bool", "i": "signed integer", "u": "unsigned integer", "f": "floating", "c": "complex"}
+
+
+def as_float(a: Any) -> jax.Array:
+    """``a`` as an array of JAX's default float type (float32, or float64 under x64)."""
+    return jax.numpy.asarray(a, jax.numpy.result_type(float))
 
 
 def is_tracer(x: Any) -> bool:

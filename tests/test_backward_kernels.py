@@ -107,6 +107,12 @@ def test_rejection_settings_are_validated():
         RejectionBackward(retries=((0.5, -1),))
     with pytest.raises(ValueError, match="retries"):
         RejectionBackward(retries=((1.5, 4),))
+    backward.check_backward_kernel(None)
+    backward.check_backward_kernel(ExactBackward(), allow_none=False)
+    with pytest.raises(TypeError, match=r"BackwardKernel \(ExactBackward\(\).*got str"):
+        backward.check_backward_kernel("exact")
+    with pytest.raises(TypeError, match="got NoneType"):
+        backward.check_backward_kernel(None, allow_none=False)
     with pytest.raises(ValueError, match="log_bound"):
         RejectionBackward()(jax.random.key(0), _lt, jnp.zeros((4, 1)), jnp.zeros(4), jnp.zeros((2, 1)), None, None, 2)
 

@@ -33,7 +33,14 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 from pssm.inference.smc.resampling import multinomial_with_uniforms, normalize_log_weights
 
-__all__ = ["BackwardKernel", "ExactBackward", "RejectionBackward", "MCMCBackward", "backward_log_weights"]
+__all__ = [
+    "BackwardKernel",
+    "ExactBackward",
+    "RejectionBackward",
+    "MCMCBackward",
+    "backward_log_weights",
+    "check_backward_kernel",
+]
 
 LogTransition = Callable[[Array, Array], Array]
 
@@ -97,6 +104,16 @@ def _last_positive(w):
     """Index of the last positive entry along the last axis (0 if none)."""
     k = w.shape[-1]
     return k - 1 - jnp.argmax((w > 0)[..., ::-1], axis=-1)
+
+
+def check_backward_kernel(backward, allow_none: bool = True) -> None:
+    """Raise a ``TypeError`` naming the kernels unless ``backward`` is a :class:`BackwardKernel` (or ``None``)."""
+    if (backward is None and allow_none) or isinstance(backward, BackwardKernel):
+        return
+    raise TypeError(
+        f"backward must be a BackwardKernel (ExactBackward(), RejectionBackward(), MCMCBackward())"
+        f"{' or None for the default' if allow_none else ''}; got {type(backward).__name__}."
+    )
 
 
 def _exact_batch(key, log_transition, xpb, lwb, xs, num_draws, log_bound=None):

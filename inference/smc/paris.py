@@ -27,7 +27,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
-from pssm.inference.smc.backward import BackwardKernel, ExactBackward, RejectionBackward
+from pssm.inference.smc.backward import BackwardKernel, ExactBackward, RejectionBackward, check_backward_kernel
 from pssm.inference.smc.filter import (
     FeynmanKac,
     ParticleFilterInfo,
@@ -297,8 +297,7 @@ def paris(
         raise ValueError(f"num_backward must be a positive int (>= 2 recommended for PaRIS); got {num_backward!r}.")
     if backward is None:
         backward = default_backward_kernel(fk.model)
-    if not isinstance(backward, BackwardKernel):
-        raise TypeError("backward must be a BackwardKernel (ExactBackward, RejectionBackward, MCMCBackward).")
+    check_backward_kernel(backward, allow_none=False)
     return _paris(key, fk, params, emissions, inputs, mask, num_particles, as_functional(functional), num_backward,
                   backward, resampling, float(ess_threshold), bool(return_estimates), sharding)
 
