@@ -18,11 +18,11 @@ jax.config.update("jax_enable_x64", True)  # a script, not the library: referenc
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+
 from pssm.inference import hmm_smoother, hmm_viterbi, kalman_smoother  # noqa: E402
 from pssm.models import LinearGaussianSSM  # noqa: E402
-
+from pssm.models.testing import dense_lgssm_posterior, enumerate_hmm  # noqa: E402
 from pssm.protocol import simulate  # noqa: E402
-from pssm.testing import dense_lgssm_posterior, enumerate_hmm  # noqa: E402
 
 
 def kalman_errors(num_problems: int, T: int) -> float:

@@ -1,10 +1,12 @@
 """Table 1 of Li et al. (ICLR 2024) on the synthetic switching GLM: single-state GLM, HG, GHG and OHG by EM.
 
 Setup (paper): S=5 states, N=20 neurons, 20 sequences of T=5000 bins (10 train / 10 test), self-transition 0.98,
-exponential K=5 history filter.  Ground truth from :func:`pssm.models.hmm_glm.synthetic_hmm_glm` with the
+exponential K=5 history filter.  Ground truth from :func:`pssm.models.glm.hmm_glm.synthetic_hmm_glm`
+(an ``HMM`` with ``GLMEmissions``) with the
 released demo generator's weight scale by default (``--generator paper`` for the scale stated in the text).
 Every model starts from the same data-driven initialisation (k-means on windowed rates, then a weighted M-step)
-and runs EM with Adam M-steps; OHG samples Gumbel-softmax adjacencies in the M-step (``--sampling``).
+and runs
+the one EM driver (``fit_em``) with Adam M-steps; OHG samples Gumbel-softmax adjacencies in the M-step (``--sampling``).
 
 Reported (means over seeds, and per seed): held-out state accuracy (Viterbi on the test sequences, states
 matched by the Hungarian algorithm; the true params' accuracy as ``oracle_state_acc``), balanced 3-class
@@ -24,19 +26,14 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from pssm.inference.forward_backward import hmm_smoother
-from pssm.inference.hmm_glm_em import (
-    bits_per_spike,
-    fit_hmm_glm_em,
-    hmm_glm_log_likelihood,
-    hmm_glm_log_potentials,
-    hmm_glm_viterbi,
-    initialize_hmm_glm,
-    prepare_data,
-)
-from pssm.models.hmm_glm import HMMGLM, hard_adjacency, hard_adjacency_params, simulate_hmm_glm, synthetic_hmm_glm
 
-from pssm.hmm_glm_metrics import (
+from pssm.boundary import as_model_data
+from pssm.inference import bits_per_spike
+from pssm.inference.exact.discrete import log_potentials_batch, marginal_log_likelihood, most_likely_states
+from pssm.inference.exact.forward_backward import hmm_smoother
+from pssm.inference.optim.em import fit_em
+from pssm.models.glm.hmm_glm import HMMGLM, hard_adjacency, hard_adjacency_params, simulate_hmm_glm, synthetic_hmm_glm
+from pssm.models.glm.metrics import (
     adjacency_balanced_accuracy,
     adjacency_from_weights,
     adjacency_prior_accuracy,
@@ -60,7 +57,8 @@ def _time(fn, *args, repeats=5):
 
 def forward_backward_timing(model, params, data):
     """Seconds for the batched forward-backward on fixed log-likelihoods: pssm vs dynamax (if importable)."""
-    li, lA, ll = hmm_glm_log_potentials(model, params, data)
+    li, lA, ll = log_potentials_batch(model, params, data)
+    li, lA = li[0], lA[0]
     ours = jax.jit(jax.vmap(lambda l: hmm_smoother(li, lA, l).smoothed_probs))
     t_ours = _time(ours, ll)
     try:
@@ -80,36 +78,47 @@ def run_seed(seed, args):
     z, y = simulate_hmm_glm(k_sim, truth.model, truth.params, args.T, num_sequences=2 * args.sequences)
     z = np.asarray(z)
     ztr, zte = z[: args.sequences], z[args.sequences :]
-    out = {"oracle_state_acc": state_accuracy(zte, hmm_glm_viterbi(truth.model, truth.params, y[args.sequences:]),
-                                              args.states)}
+    out = {
+        "oracle_state_acc": state_accuracy(
+            zte, most_likely_states(truth.model, truth.params, y[args.sequences :]), args.states
+        )
+    }
     train_rates = None
     for name, prior, S in MODELS:
-        model = HMMGLM(S, args.neurons, basis="exponential", link=truth.model.link, coupling_prior=prior,
-                       prior_scale=args.gaussian_scale, self_coupling=False)
-        train = prepare_data(model, y[: args.sequences])
-        test = prepare_data(model, y[args.sequences :])
+        model = HMMGLM(
+            S,
+            args.neurons,
+            basis="exponential",
+            link=truth.model.emission_component.link,
+            coupling_prior=prior,
+            prior_scale=args.gaussian_scale,
+            self_coupling=False,
+            adjacency_sampling=args.sampling,
+        )
+        train = as_model_data(model, y[: args.sequences])
+        test = as_model_data(model, y[args.sequences :])
         if train_rates is None:
             m = np.asarray(train.mask)[..., None]
-            train_rates = (np.asarray(train.spikes) * m).sum((0, 1)) / m.sum()
+            train_rates = (np.asarray(train.emissions) * m).sum((0, 1)) / m.sum()
         ki, ke = jax.random.split(jax.random.fold_in(k_fit, S * 10 + len(prior)))
         t0 = time.perf_counter()
-        p0 = initialize_hmm_glm(ki, model, train)
-        fit = fit_hmm_glm_em(ke, model, p0, train, num_iters=args.iters, adjacency_sampling=args.sampling,
-                             tol=args.tol)
+        p0 = model.initialize(ki, train)
+        fit = fit_em(ke, model, p0, train, num_iters=args.iters, tol=args.tol, min_iters=5)
         secs = time.perf_counter() - t0
         params = hard_adjacency_params(fit.params)  # = fit.params except for OHG
+        glm = model.emission_component
         res = {
             "fit_seconds": secs,
-            "em_iterations": fit.num_iterations,
-            "em_seconds_per_iteration": fit.seconds_per_iteration,
-            "test_loglik": float(hmm_glm_log_likelihood(model, params, test).sum()),
+            "em_iterations": fit.num_iters,
+            "em_seconds_per_iteration": fit.seconds_per_iter,
+            "test_loglik": float(marginal_log_likelihood(model, params, test).sum()),
             "test_bits_per_spike": bits_per_spike(model, params, test, train_rates),
         }
         res["test_loglik_per_bin"] = res["test_loglik"] / float(np.asarray(test.mask).sum())
         zhat_tr = np.asarray(fit.posterior.smoothed_probs.argmax(-1))
-        edges = np.asarray(model.edge_weights(params.emissions))
+        edges = np.asarray(glm.edge_weights(params.emissions))
         if S > 1:
-            res["state_acc"] = state_accuracy(zte, hmm_glm_viterbi(model, params, test), S)
+            res["state_acc"] = state_accuracy(zte, most_likely_states(model, params, test), S)
             res["train_state_acc"] = state_accuracy(ztr, zhat_tr, S)
             edges_al = align_states(edges, ztr, zhat_tr, S)
         else:
@@ -118,8 +127,10 @@ def run_seed(seed, args):
         if prior == "onehot":
             adj = align_states(np.asarray(hard_adjacency(fit.params.emissions)), ztr, zhat_tr, S)
             res["adj_prior_acc"] = adjacency_prior_accuracy(
-                np.asarray(truth.adjacency_prior), np.asarray(model.adjacency_prior_probs(fit.params.emissions)),
-                exclude_diagonal=True)
+                np.asarray(truth.adjacency_prior),
+                np.asarray(glm.adjacency_prior_probs(fit.params.emissions)),
+                exclude_diagonal=True,
+            )
         else:
             adj = adjacency_from_weights(edges_al)
         res["adj_bal_acc"] = adjacency_balanced_accuracy(np.asarray(truth.adjacency), adj, exclude_diagonal=True)
@@ -158,13 +169,20 @@ def main():
     summary = {
         "benchmark": "hmmglm_table1",
         "generator": args.generator,
-        "generator_note": ("released demo generator: A0~Dir(0.2,1.6,0.2), strengths 3U(0,1), bias 0.1(U-0.5), "
-                           "sigmoid link" if args.generator == "demo" else
-                           "paper text: A0~Dir(0.1,0.8,0.1), log w~N(-5,1.5), softplus link"),
+        "generator_note": (
+            "released demo generator: A0~Dir(0.2,1.6,0.2), strengths 3U(0,1), bias 0.1(U-0.5), sigmoid link"
+            if args.generator == "demo"
+            else "paper text: A0~Dir(0.1,0.8,0.1), log w~N(-5,1.5), softplus link"
+        ),
         "quick": bool(args.quick),
-        "seeds": args.seeds, "S": args.states, "N": args.neurons, "T": args.T,
-        "train_sequences": args.sequences, "test_sequences": args.sequences,
-        "em_iters_max": args.iters, "ohg_adjacency_sampling": args.sampling,
+        "seeds": args.seeds,
+        "S": args.states,
+        "N": args.neurons,
+        "T": args.T,
+        "train_sequences": args.sequences,
+        "test_sequences": args.sequences,
+        "em_iters_max": args.iters,
+        "ohg_adjacency_sampling": args.sampling,
         "oracle_state_acc": mean(("oracle_state_acc",)),
     }
     for name, _, S in MODELS:
@@ -183,8 +201,9 @@ def main():
     summary["dynamax_available"] = summary["fb_seconds_dynamax"] is not None
     order = sorted(["glm", "hg", "ghg", "ohg"], key=lambda n: -summary[f"{n}_adj_bal_acc"])
     summary["adj_bal_acc_ordering"] = " > ".join(order)
-    summary["test_loglik_ordering"] = " > ".join(sorted(["glm", "hg", "ghg", "ohg"],
-                                                        key=lambda n: -summary[f"{n}_test_loglik"]))
+    summary["test_loglik_ordering"] = " > ".join(
+        sorted(["glm", "hg", "ghg", "ohg"], key=lambda n: -summary[f"{n}_test_loglik"])
+    )
     summary["per_seed"] = runs
     summary["total_seconds"] = time.perf_counter() - t0
     print(json.dumps(summary))

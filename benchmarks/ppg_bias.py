@@ -25,27 +25,28 @@ import numpyro
 import numpyro.distributions as dist
 import optax
 from numpyro.infer import MCMC, NUTS
-from pssm.inference import kalman_log_likelihood
-from pssm.inference.csmc import csmc_kernel
-from pssm.inference.particle_gibbs import particle_gibbs
-from pssm.inference.pmmh import pmmh
-from pssm.inference.ppg import PPGState, paris_sweep, ppg_step
-from pssm.inference.score_ascent import score_ascent
-from pssm.inference.smc import ExactBackward, FeynmanKac, paris, score_functional
-from pssm.models import LinearGaussianSSM
 from scipy.optimize import minimize
 
 from pssm import to_arviz
-from pssm.numpyro_model import sample_params
+from pssm.inference import kalman_log_likelihood
+from pssm.inference.mcmc.csmc import csmc_kernel
+from pssm.inference.mcmc.particle_gibbs import particle_gibbs
+from pssm.inference.mcmc.pmmh import pmmh
+from pssm.inference.mcmc.ppg import PPGState, paris_sweep, ppg_step
+from pssm.inference.numpyro_model import sample_params
+from pssm.inference.optim.score_ascent import score_ascent
+from pssm.inference.smc import ExactBackward, FeynmanKac, paris, score_functional
+from pssm.models import LinearGaussianSSM
+from pssm.models.testing import ScalarLinearGaussian as ScalarLG
+from pssm.models.testing import posterior_max_z, scalar_lg_conjugate_conditional
+from pssm.models.testing import scalar_kalman_log_likelihood as scalar_kalman_ll
 from pssm.protocol import simulate
-from pssm.testing import ScalarLinearGaussian as ScalarLG
-from pssm.testing import posterior_max_z, scalar_lg_conjugate_conditional
-from pssm.testing import scalar_kalman_log_likelihood as scalar_kalman_ll
 
 
 def lg_params(rho, sx, sy):
-    return LinearGaussianSSM(1, 1).make_params(dynamics_weights=[[rho]], dynamics_cov=[[sx**2]],
-                                               emission_weights=[[1.0]], emission_cov=[[sy**2]])
+    return LinearGaussianSSM(1, 1).make_params(
+        dynamics_weights=[[rho]], dynamics_cov=[[sx**2]], emission_weights=[[1.0]], emission_cov=[[sy**2]]
+    )
 
 
 def bias_study(n_paris: int, n_ppg: int, k: int, k0: int, seeds: list[int]):
@@ -60,10 +61,16 @@ def bias_study(n_paris: int, n_ppg: int, k: int, k0: int, seeds: list[int]):
     pb, pv, gb, gv = [], [], [], []
     for seed in seeds:
         _, y = simulate(jax.random.PRNGKey(seed), LinearGaussianSSM(1, 1), p, T)
-        true = float(jax.grad(lambda r, y=y: kalman_log_likelihood(p._replace(dynamics_weights=r), y))(
-            p.dynamics_weights)[0, 0])
-        run_paris = jax.jit(jax.vmap(lambda kk, y=y: pick(paris(kk, m, p, y, N, h, resampling="multinomial",
-                                                                 ess_threshold=1.0, backward=kern).estimate)))
+        true = float(
+            jax.grad(lambda r, y=y: kalman_log_likelihood(p._replace(dynamics_weights=r), y))(p.dynamics_weights)[0, 0]
+        )
+        run_paris = jax.jit(
+            jax.vmap(
+                lambda kk, y=y: pick(
+                    paris(kk, m, p, y, N, h, resampling="multinomial", ess_threshold=1.0, backward=kern).estimate
+                )
+            )
+        )
         e = np.asarray(run_paris(jax.random.split(jax.random.PRNGKey(100 + seed), n_paris)), np.float64)
 
         def ppg_one(kk, y=y):
@@ -77,15 +84,20 @@ def bias_study(n_paris: int, n_ppg: int, k: int, k0: int, seeds: list[int]):
             _, ests = jax.lax.scan(body, PPGState(r.path), jax.random.split(k2, k - 1))
             return jnp.concatenate([pick(r.estimate)[None], ests])[k0:].mean()
 
-        e2 = np.asarray(jax.jit(jax.vmap(ppg_one))(jax.random.split(jax.random.PRNGKey(200 + seed), n_ppg)),
-                        np.float64)
+        e2 = np.asarray(jax.jit(jax.vmap(ppg_one))(jax.random.split(jax.random.PRNGKey(200 + seed), n_ppg)), np.float64)
         pb.append(e.mean() - true)
         pv.append(e.var(ddof=1) / e.size)
         gb.append(e2.mean() - true)
         gv.append(e2.var(ddof=1) / e2.size)
     n = len(seeds)
-    return (float(np.mean(pb)), float(np.sqrt(np.sum(pv)) / n), float(np.mean(gb)), float(np.sqrt(np.sum(gv)) / n),
-            [float(b) for b in pb], [float(b) for b in gb])
+    return (
+        float(np.mean(pb)),
+        float(np.sqrt(np.sum(pv)) / n),
+        float(np.mean(gb)),
+        float(np.sqrt(np.sum(gv)) / n),
+        [float(b) for b in pb],
+        [float(b) for b in gb],
+    )
 
 
 A0, B0 = 3.0, 2.0
@@ -112,16 +124,42 @@ def mcmc_study(T: int, n_draws: int, n_warm: int):
         pp = sample_params(prior, p)
         numpyro.factor("ll", scalar_kalman_ll(pp.dynamics_weights[0, 0], pp.dynamics_cov[0, 0], 0.25, y))
 
-    mc = MCMC(NUTS(exact_model), num_warmup=n_warm, num_samples=n_draws, num_chains=4, chain_method="vectorized",
-              progress_bar=False)
+    mc = MCMC(
+        NUTS(exact_model),
+        num_warmup=n_warm,
+        num_samples=n_draws,
+        num_chains=4,
+        chain_method="vectorized",
+        progress_bar=False,
+    )
     mc.run(jax.random.PRNGKey(1), y)
     ref = az.from_numpyro(mc)
     names = ["dynamics_weights", "dynamics_cov"]
-    r = particle_gibbs(jax.random.PRNGKey(2), ScalarLG(), y, p, conditional, n_draws, 20, num_chains=4,
-                       num_warmup=n_warm // 2, chunk_size=500)
+    r = particle_gibbs(
+        jax.random.PRNGKey(2),
+        ScalarLG(),
+        p,
+        y,
+        conditional=conditional,
+        num_samples=n_draws,
+        num_particles=20,
+        num_chains=4,
+        num_warmup=n_warm // 2,
+        chunk_size=500,
+    )
     z_pg = max_z(to_arviz(r, var_names=names), ref, names)
-    r2 = pmmh(jax.random.PRNGKey(3), ScalarLG(), y, prior, p, num_samples=2 * n_draws, num_particles=100,
-              num_warmup=n_warm, num_chains=4, chunk_size=500)
+    r2 = pmmh(
+        jax.random.PRNGKey(3),
+        ScalarLG(),
+        p,
+        y,
+        prior=prior,
+        num_samples=2 * n_draws,
+        num_particles=100,
+        num_warmup=n_warm,
+        num_chains=4,
+        chunk_size=500,
+    )
     z_pmmh = max_z(to_arviz(r2), ref, names)
     return z_pg, z_pmmh
 
@@ -131,19 +169,35 @@ def score_study(T: int, n_it: int, N: int):
     _, y = simulate(jax.random.PRNGKey(0), LinearGaussianSSM(1, 1), p0, T)
 
     def params_fn(th):
-        return p0._replace(dynamics_weights=th["rho"].reshape(1, 1),
-                           dynamics_cov=jnp.exp(2 * th["log_sx"]).reshape(1, 1))
+        return p0._replace(
+            dynamics_weights=th["rho"].reshape(1, 1), dynamics_cov=jnp.exp(2 * th["log_sx"]).reshape(1, 1)
+        )
 
     vg = jax.jit(jax.value_and_grad(lambda v: -kalman_log_likelihood(params_fn({"rho": v[0], "log_sx": v[1]}), y)))
-    res = minimize(lambda v: tuple(np.asarray(a, np.float64) for a in vg(jnp.asarray(v, jnp.float32))),
-                   np.array([0.5, -0.5]), jac=True, method="L-BFGS-B")
+    res = minimize(
+        lambda v: tuple(np.asarray(a, np.float64) for a in vg(jnp.asarray(v, jnp.float32))),
+        np.array([0.5, -0.5]),
+        jac=True,
+        method="L-BFGS-B",
+    )
     mle = np.array([res.x[0], np.exp(res.x[1])])
     th0 = {"rho": jnp.asarray(0.5), "log_sx": jnp.asarray(-0.5)}
     out = {}
     for est in ("paris", "ppg"):
         opt = optax.adam(optax.exponential_decay(0.05, max(n_it // 4, 1), 0.5))
-        r = score_ascent(jax.random.PRNGKey(1), ScalarLG(), y, th0, params_fn, opt, n_it, estimator=est,
-                         num_particles=N, backward=ExactBackward(), chunk_size=n_it)
+        r = score_ascent(
+            jax.random.PRNGKey(1),
+            ScalarLG(),
+            th0,
+            y,
+            params_fn=params_fn,
+            optimizer=opt,
+            num_iters=n_it,
+            estimator=est,
+            num_particles=N,
+            backward=ExactBackward(),
+            chunk_size=n_it,
+        )
         th = np.array([float(r.theta_average["rho"]), float(np.exp(r.theta_average["log_sx"]))])
         out[est] = float(np.max(np.abs(th - mle) / np.abs(mle)))
     return out["paris"], out["ppg"]
@@ -217,7 +271,7 @@ def main():
         "pg_iterations_per_s": rates[0],
         "ppg_iterations_per_s": rates[1],
         "pg_ppg_speed_setting": "N=100, T=1000, scalar LG, float32, CPU (PG: PGAS + conjugate theta; PPG: exact "
-                                "backward kernel, Ñ=2)",
+        "backward kernel, Ñ=2)",
         "quick": bool(args.quick),
         "seconds": round(time.time() - t0, 1),
     }

@@ -95,8 +95,9 @@ def _pin(cpu: int | None):
 def run_particles(py: Path, mode: str, data: Path, n: int, seed: int, cpu: int | None = None) -> dict:
     worker = OUT / "particles_worker.py"
     worker.write_text(PARTICLES_WORKER)
-    proc = subprocess.run([str(py), str(worker), mode, str(data), str(n), str(seed)], capture_output=True, text=True,
-                          preexec_fn=_pin(cpu))
+    proc = subprocess.run(
+        [str(py), str(worker), mode, str(data), str(n), str(seed)], capture_output=True, text=True, preexec_fn=_pin(cpu)
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"particles worker failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -124,6 +125,10 @@ def _model():
         def log_transition_bound(self, params, t, inputs=None):
             return -0.5 * jnp.log(2 * jnp.pi) - jnp.log(SX)
 
+        @property
+        def emission_shape(self):
+            return ()
+
         def param_constraints(self):
             return ()
 
@@ -132,11 +137,13 @@ def _model():
 
 def _rts_sum(y):
     import jax.numpy as jnp
-    from pssm.inference.kalman import kalman_smoother
-    from pssm.models.linear_gaussian import LinearGaussianSSM
 
-    p = LinearGaussianSSM(1, 1).make_params(dynamics_weights=[[RHO]], dynamics_cov=[[SX**2]], emission_weights=[[1.0]],
-                                           emission_cov=[[SY**2]])
+    from pssm.inference.exact.kalman import kalman_smoother
+    from pssm.models.nonlinear.linear_gaussian import LinearGaussianSSM
+
+    p = LinearGaussianSSM(1, 1).make_params(
+        dynamics_weights=[[RHO]], dynamics_cov=[[SX**2]], emission_weights=[[1.0]], emission_cov=[[SY**2]]
+    )
     return float(kalman_smoother(p, jnp.asarray(y)[:, None]).smoothed_means.sum())
 
 
@@ -153,6 +160,7 @@ def _simulate(key_seed: int, T: int):
 def rss_child(T: int, N: int) -> None:
     """Run PaRIS over T steps in this (fresh) process and print the peak RSS in MiB."""
     import jax
+
     from pssm.inference.smc import AdditiveFunctional, paris
 
     y = _simulate(7, T)
@@ -164,11 +172,17 @@ def rss_child(T: int, N: int) -> None:
 
 def _paris_runner(model, n, backward):
     import jax
+
     from pssm.inference.smc import AdditiveFunctional, paris
 
     fn = AdditiveFunctional.from_fn(lambda xp, x, t: x, lambda x: x)
-    return jax.jit(lambda k, y: paris(k, model, (), y, n, fn, num_backward=2, backward=backward,
-                                      resampling="systematic", ess_threshold=0.5).estimate)
+    return jax.jit(
+        lambda k, y: (
+            paris(
+                k, model, (), y, n, fn, num_backward=2, backward=backward, resampling="systematic", ess_threshold=0.5
+            ).estimate
+        )
+    )
 
 
 def paris_timing_child(data: str, n: int, reps: int, cpu: int) -> None:
@@ -177,6 +191,7 @@ def paris_timing_child(data: str, n: int, reps: int, cpu: int) -> None:
     os.sched_setaffinity(0, {cpu})
     import jax
     import numpy as np
+
     from pssm.inference.smc import MCMCBackward, RejectionBackward
 
     py = ensure_venv()
@@ -196,8 +211,17 @@ def paris_timing_child(data: str, n: int, reps: int, cpu: int) -> None:
         res = run_particles(py, "paris", Path(data), n, 100 + r, cpu)
         theirs.append(res["time"])
         est_theirs.append(res["estimate"])
-    print(json.dumps({"pssm_rejection": times["rejection"], "pssm_mcmc": times["mcmc"], "particles": theirs,
-                      "particles_estimates": est_theirs, "cpu": cpu}))
+    print(
+        json.dumps(
+            {
+                "pssm_rejection": times["rejection"],
+                "pssm_mcmc": times["mcmc"],
+                "particles": theirs,
+                "particles_estimates": est_theirs,
+                "cpu": cpu,
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -217,6 +241,7 @@ def main() -> None:
 
     import jax
     import numpy as np
+
     from pssm.inference.smc import MCMCBackward, RejectionBackward, particle_filter
 
     q = args.quick
@@ -232,8 +257,9 @@ def main() -> None:
     y_pf = _simulate(1, pf_t)
     pf_path = OUT / "smc_bench_pf.npz"
     np.savez(pf_path, y=y_pf)
-    pf = jax.jit(lambda k, y: particle_filter(k, model, (), y, pf_n, resampling="systematic", ess_threshold=0.5)
-                 .log_likelihood)
+    pf = jax.jit(
+        lambda k, y: particle_filter(k, model, (), y, pf_n, resampling="systematic", ess_threshold=0.5).log_likelihood
+    )
     jax.block_until_ready(pf(jax.random.key(0), y_pf))  # compile
     ours, theirs, ll_ours, ll_theirs = [], [], [], []
     for r in range(reps):
@@ -252,8 +278,12 @@ def main() -> None:
     np.savez(pa_path, y=y_pa)
     truth = _rts_sum(y_pa) / pa_t
     cpu = sorted(os.sched_getaffinity(0))[-1]
-    proc = subprocess.run([sys.executable, __file__, "--paris-child", str(pa_path), str(pa_n), str(reps), str(cpu)],
-                          capture_output=True, text=True, env=dict(os.environ))
+    proc = subprocess.run(
+        [sys.executable, __file__, "--paris-child", str(pa_path), str(pa_n), str(reps), str(cpu)],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+    )
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-3000:])
     child = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -278,8 +308,12 @@ def main() -> None:
     # ---- memory: fresh processes at two lengths
     rss = {}
     for T in rss_t:
-        proc = subprocess.run([sys.executable, __file__, "--rss-child", str(T), str(pa_n)], capture_output=True,
-                              text=True, env=dict(os.environ))
+        proc = subprocess.run(
+            [sys.executable, __file__, "--rss-child", str(T), str(pa_n)],
+            capture_output=True,
+            text=True,
+            env=dict(os.environ),
+        )
         if proc.returncode != 0:
             raise RuntimeError(proc.stderr[-3000:])
         rss[T] = json.loads(proc.stdout.strip().splitlines()[-1])["peak_rss_mib"]

@@ -39,25 +39,23 @@ import arviz as az
 import jax
 import matplotlib.pyplot as plt
 import numpy as np
-from pssm.inference.hmm_glm_em import (
-    bits_per_spike,
-    fit_hmm_glm_restarts,
-    hmm_glm_log_likelihood,
-    hmm_glm_posterior,
-    hmm_glm_viterbi,
-    prepare_data,
-)
-from pssm.models.hmm_glm import HMMGLM, hard_adjacency
 
 from pssm.arviz import to_arviz
+from pssm.boundary import as_sequences
 from pssm.data import bin_spikes, intervals_to_labels, intervals_to_mask, train_test_split_blocks
+from pssm.inference import bits_per_spike, fit_em_restarts, marginal_log_likelihood, most_likely_states, smoother
+from pssm.inference.optim.svi import fit_svi
 from pssm.metrics import confusion_matrix, match_states
+from pssm.models.glm import HMMGLM, GLMEmissions, hard_adjacency, hard_adjacency_params
 from pssm.nwb import read_nwb
 from pssm.plotting import plot_raster_states
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT / "data" / "A2929-200711.nwb"
 PRIORS = {"HG": "none", "GHG": "gaussian", "OHG": "onehot"}
+# ArviZ variables (params leaf names, pssm.params.leaf_names) summarised for the best multi-state model
+SUMMARY_VARS = ("transitions.matrix", "emissions.bias", "emissions.weights_mean", "emissions.adjacency_prior_probs")
+SVI_SUMMARY_VARS = ("transitions.matrix", "emissions.bias", "emissions.weights_mean", "emissions.prior_logits")
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -73,11 +71,15 @@ def epoch_agreement(states: np.ndarray, epoch_labels: np.ndarray, num_states: in
     return float(np.mean(mapping[states[ok]] == epoch_labels[ok])), mapping
 
 
-def edge_matrix(model: HMMGLM, flat_weights: np.ndarray) -> np.ndarray:
+def edge_matrix(glm: GLMEmissions, flat_weights: np.ndarray) -> np.ndarray:
     """``(..., N, N*K)`` coupling -> ``(..., N, N)`` edge weights (sum over the basis of ``W * sum_l phi``)."""
-    N, K = model.num_neurons, model.num_basis
+    N, K = glm.num_neurons, glm.num_basis
     W = np.asarray(flat_weights).reshape(*np.shape(flat_weights)[:-1], N, K)
-    return W @ np.asarray(model.basis, float).sum(0)
+    return W @ np.asarray(glm.basis, float).sum(0)
+
+
+def num_bins(seqs) -> int:
+    return int(np.asarray(seqs.mask).sum())
 
 
 def block_counts(adj: np.ndarray, groups: np.ndarray) -> dict[str, dict[str, int]]:
@@ -181,45 +183,46 @@ def main(argv: list[str] | None = None) -> dict:
             shared_bias=args.shared_bias,
             coupling_prior=PRIORS.get(name, "none"),
             stickiness=args.stickiness if S > 1 else 0.0,
+            inner_steps=args.inner_steps,
+            adjacency_sampling=args.ohg_sampling if name == "OHG" else "gumbel",
         )
-        d_train, d_test = prepare_data(model, train), prepare_data(model, test)
-        d_full = prepare_data(model, counts)
+        d_train, d_test = as_sequences(model, train), as_sequences(model, test)
         t0 = time.perf_counter()
-        best, fits = fit_hmm_glm_restarts(
+        best, fits = fit_em_restarts(
             k_fit,
             model,
             d_train,
             num_restarts=args.restarts if S > 1 else 1,
             num_iters=args.iters,
-            inner_steps=args.inner_steps,
-            adjacency_sampling=args.ohg_sampling if name == "OHG" else "gumbel",
             tol=1e-6,
+            min_iters=5,
         )
         fit_s = time.perf_counter() - t0
-        adj = "hard" if name == "OHG" else "soft"
-        ll_test = float(hmm_glm_log_likelihood(model, best.params, d_test, adjacency=adj).sum())
-        ll_train = float(hmm_glm_log_likelihood(model, best.params, d_train, adjacency=adj).sum())
+        # OHG is evaluated and decoded at the hard (argmax) adjacency, the others at their fitted params
+        p_eval = hard_adjacency_params(best.params) if name == "OHG" else best.params
+        ll_test = float(marginal_log_likelihood(model, p_eval, d_test).sum())
+        ll_train = float(marginal_log_likelihood(model, p_eval, d_train).sum())
         r = dict(
             name=name,
             S=S,
             model=model,
             fit=best,
             data_train=d_train,
-            heldout_ll_per_bin=ll_test / d_test.num_bins,
-            train_ll_per_bin=ll_train / d_train.num_bins,
-            heldout_bits_per_spike=bits_per_spike(model, best.params, d_test, train_rates, adjacency=adj),
-            train_bits_per_spike=bits_per_spike(model, best.params, d_train, train_rates, adjacency=adj),
-            em_iterations=[int(f.num_iterations) for f in fits],
-            seconds_per_iteration=float(best.seconds_per_iteration),
+            heldout_ll_per_bin=ll_test / num_bins(d_test),
+            train_ll_per_bin=ll_train / num_bins(d_train),
+            heldout_bits_per_spike=bits_per_spike(model, p_eval, d_test, train_rates),
+            train_bits_per_spike=bits_per_spike(model, p_eval, d_train, train_rates),
+            em_iterations=[int(f.num_iters) for f in fits],
+            seconds_per_iteration=float(best.seconds_per_iter),
             fit_seconds=fit_s,
         )
         if name == "OHG":
-            r["heldout_ll_per_bin_soft"] = float(hmm_glm_log_likelihood(model, best.params, d_test).sum()) / (
-                d_test.num_bins
+            r["heldout_ll_per_bin_soft"] = float(marginal_log_likelihood(model, best.params, d_test).sum()) / (
+                num_bins(d_test)
             )
         if S > 1:
-            post = hmm_glm_posterior(model, best.params, d_full, adjacency=adj)
-            vit = np.asarray(hmm_glm_viterbi(model, best.params, d_full, adjacency=adj))[0]
+            post = smoother(model, p_eval, counts)
+            vit = np.asarray(most_likely_states(model, p_eval, counts))[0]
             agree, mapping = epoch_agreement(vit, labels, S)
             agree_chance, _ = epoch_agreement(np.roll(vit, T // 4), labels, S)
             occ_ripple = np.bincount(vit[in_ripple], minlength=S) / max(int(in_ripple.sum()), 1)
@@ -273,7 +276,10 @@ def main(argv: list[str] | None = None) -> dict:
         if b > lo and a < hi
     ]
     fig = plot_raster_states(
-        counts[idx], binned.bin_edges[idx[0] : idx[-1] + 2], rb["smoothed_probs"][idx], epochs=clipped,
+        counts[idx],
+        binned.bin_edges[idx[0] : idx[-1] + 2],
+        rb["smoothed_probs"][idx],
+        epochs=clipped,
         unit_labels=unit_labels,
     )
     ax_r = fig.axes[0]
@@ -318,7 +324,7 @@ def main(argv: list[str] | None = None) -> dict:
         if ko:
             ro = results[ko]
             m, p = ro["model"], ro["fit"].params
-            A0 = np.asarray(m.adjacency_prior_probs(p.emissions))
+            A0 = np.asarray(m.emission_component.adjacency_prior_probs(p.emissions))
             im = axes[col].imshow(A0[..., 2] - A0[..., 0], cmap="RdBu_r", vmin=-1, vmax=1)
             group_axes(axes[col], groups, f"{ko}: learned A0, P(exc) - P(inh)")
             fig.colorbar(im, ax=axes[col], shrink=0.7)
@@ -332,13 +338,11 @@ def main(argv: list[str] | None = None) -> dict:
                 col += 1
             adjacency_summary["ohg_model"] = ko
             adjacency_summary["A0_argmax_edges"] = block_counts(a0_hard, groups)
-            adjacency_summary["state_adjacency_edges"] = {
-                str(s): block_counts(hard[s], groups) for s in range(ro["S"])
-            }
+            adjacency_summary["state_adjacency_edges"] = {str(s): block_counts(hard[s], groups) for s in range(ro["S"])}
             adjacency_summary["A0_edge_density"] = float(1.0 - A0[..., 1][~np.eye(N, dtype=bool)].mean())
         if kg:
             rg = results[kg]
-            W0 = edge_matrix(rg["model"], np.asarray(rg["fit"].params.emissions.weights_mean))
+            W0 = edge_matrix(rg["model"].emission_component, np.asarray(rg["fit"].params.emissions.weights_mean))
             v = float(np.abs(W0).max()) or 1.0
             im = axes[col].imshow(W0, cmap="RdBu_r", vmin=-v, vmax=v)
             group_axes(axes[col], groups, f"{kg}: learned W0 (edge weight)")
@@ -346,9 +350,7 @@ def main(argv: list[str] | None = None) -> dict:
             adjacency_summary["ghg_model"] = kg
             off = ~np.eye(N, dtype=bool)
             adjacency_summary["W0_mean_abs_by_block"] = {
-                f"{src}->{tgt}": float(
-                    np.abs(W0[(groups[:, None] == tgt) & (groups[None, :] == src) & off]).mean()
-                )
+                f"{src}->{tgt}": float(np.abs(W0[(groups[:, None] == tgt) & (groups[None, :] == src) & off]).mean())
                 for src in np.unique(groups)
                 for tgt in np.unique(groups)
             }
@@ -357,23 +359,32 @@ def main(argv: list[str] | None = None) -> dict:
 
     # ---------------------------------------------------------------- ArviZ summary of the best multi-state model
     m_best, f_best = rb["model"], rb["fit"]
-    idata = to_arviz(f_best, model=m_best, data=rb["data_train"])
-    var_names = [v for v in ("transition_matrix", "bias", "weights_mean", "adjacency_prior") if v in idata.posterior]
+    idata = to_arviz(f_best, model=m_best)
+    if (
+        f_best.params.emissions.prior_logits is not None
+    ):  # the learned A0 = softmax(prior_logits), as a derived variable
+        A0_best = np.asarray(m_best.emission_component.adjacency_prior_probs(f_best.params.emissions))
+        dims = ("chain", "draw", "a0_target", "a0_source", "adjacency_class")
+        idata.posterior["emissions.adjacency_prior_probs"] = (dims, A0_best[None, None])
+    var_names = [v for v in SUMMARY_VARS if v in idata.posterior]
     summ = az.summary(idata, var_names=var_names, kind="stats")
     summ.to_csv(out / "arviz_summary.csv")
     svi_note = "EM point estimates (one draw: sd and HDI are undefined)."
     svi_summary = None
     svi_seconds = 0.0
     if args.svi_steps > 0:
-        from pssm.inference.hmm_glm_svi import fit_hmm_glm_svi
-
         t0 = time.perf_counter()
-        svi = fit_hmm_glm_svi(
-            jax.random.PRNGKey(args.seed + 1), m_best, rb["data_train"], guide="normal", num_steps=args.svi_steps,
-            learning_rate=0.005, init_params=f_best.params,
+        svi = fit_svi(
+            jax.random.PRNGKey(args.seed + 1),
+            m_best,
+            f_best.params,
+            rb["data_train"],
+            guide="normal",
+            num_iters=args.svi_steps,
+            learning_rate=0.005,
         )
         idata_svi = to_arviz(svi, model=m_best, key=jax.random.PRNGKey(args.seed + 2), num_samples=200)
-        sv = [v for v in ("transition_matrix", "bias", "weights_mean", "prior_logits") if v in idata_svi.posterior]
+        sv = [v for v in SVI_SUMMARY_VARS if v in idata_svi.posterior]
         svi_summary = az.summary(idata_svi, var_names=sv, kind="stats", hdi_prob=0.94)
         svi_summary.to_csv(out / "arviz_summary_svi.csv")
         svi_seconds = time.perf_counter() - t0
@@ -419,8 +430,11 @@ def main(argv: list[str] | None = None) -> dict:
             + f"{'/'.join(map(str, r['em_iterations']))} | {r['seconds_per_iteration']:.3f} | {r['fit_seconds']:.1f} |"
         )
     if ohg_keys:
-        lines += ["", "OHG held-out LL/bin with the soft adjacency instead of the hard one: "
-                  + ", ".join(f"{k} {results[k]['heldout_ll_per_bin_soft']:.4f}" for k in ohg_keys)]
+        lines += [
+            "",
+            "OHG held-out LL/bin with the soft adjacency instead of the hard one: "
+            + ", ".join(f"{k} {results[k]['heldout_ll_per_bin_soft']:.4f}" for k in ohg_keys),
+        ]
     lines += [
         "",
         f"Best model by held-out likelihood: **{best_key}**; best multi-state model: **{best_multi}** "
@@ -428,15 +442,22 @@ def main(argv: list[str] | None = None) -> dict:
         f"{int(in_ripple.sum())} ripple bins).",
         "",
         f"Firing rates (Hz) in each Viterbi state of {best_multi} (rows: states; columns: units "
-        + " ".join(unit_labels) + "):",
+        + " ".join(unit_labels)
+        + "):",
         "",
     ]
     lines += ["    " + " ".join(f"{v:6.1f}" for v in row) for row in rb["rates_hz"]]
     lines += ["", "Transition matrix:", ""]
-    lines += ["    " + " ".join(f"{v:.4f}" for v in row) for row in np.asarray(f_best.params.transition_matrix)]
+    lines += ["    " + " ".join(f"{v:.4f}" for v in row) for row in np.asarray(f_best.params.transitions.matrix)]
     if adjacency_summary:
-        lines += ["", "Edges between regions (rows = target, columns = source; diagonal excluded):", "",
-                  "```", json.dumps(adjacency_summary, indent=1), "```"]
+        lines += [
+            "",
+            "Edges between regions (rows = target, columns = source; diagonal excluded):",
+            "",
+            "```",
+            json.dumps(adjacency_summary, indent=1),
+            "```",
+        ]
     lines += [
         "",
         "![held-out](figure_heldout.png)",
@@ -472,6 +493,7 @@ def main(argv: list[str] | None = None) -> dict:
         "adjacency_edges": adjacency_summary.get("A0_argmax_edges"),
         "bin_size_s": args.bin_size,
         "num_bins": T,
+        "num_units": N,
         "num_train_bins": int(sum(len(x) for x in train)),
         "num_test_bins": int(sum(len(x) for x in test)),
         "states": args.states,

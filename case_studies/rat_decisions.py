@@ -7,7 +7,7 @@ trials of a session, and in state k
 .. math::  P(y_t = 2 \\mid z_t = k) = \\sigma(b_k + w_{k,1} s_{1,t} + w_{k,2} s_{2,t} + w_{k,h} h_t),
 
 with the two stimuli ``s1_0``, ``s2_0`` (standardised), ``h_0`` = the previous trial's correct side (+-1, 0 at the
-start of a session) and a per-state bias ``b_k`` -- an :class:`~pssm.models.hmm_glm.HMMGLM` with one output, no
+start of a session) and a per-state bias ``b_k`` -- an :class:`~pssm.models.glm.hmm_glm.HMMGLM` with one output, no
 spike-history coupling, external covariates with per-state weights and Bernoulli observations.
 
 Protocol (Ashwood et al.): sessions are assigned at random to 5 folds; for each fold, fit on the other sessions by
@@ -45,19 +45,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from pssm.inference.hmm_glm_em import (  # noqa: E402
-    HMMGLMData,
-    fit_hmm_glm_em,
-    hmm_glm_log_likelihood,
-    hmm_glm_posterior,
-    homogeneous_log_likelihood,
-    initialize_hmm_glm,
-    prepare_data,
-)
-from pssm.models.hmm_glm import HMMGLM, HMMGLMParams  # noqa: E402
 
-from pssm.data import group_folds  # noqa: E402
+from pssm.boundary import as_sequences  # noqa: E402
+from pssm.data import Sequences, group_folds  # noqa: E402
+from pssm.inference import fit_em, marginal_log_likelihood, smoother  # noqa: E402
 from pssm.metrics import bits_per  # noqa: E402
+from pssm.models import HMM, HMMParams  # noqa: E402
+from pssm.models.glm import HMMGLM  # noqa: E402
+from pssm.models.glm.metrics import homogeneous_log_likelihood  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT / "data" / "psytrack_rat_W053.csv"
@@ -66,9 +61,20 @@ DESIGN_BITS_VS_GLM = {"2": 0.020, "3": 0.030, "4": 0.035}
 DESIGN_GLM_VS_BIAS = 0.079
 
 
-def make_model(K: int) -> HMMGLM:
+def make_model(K: int, args) -> HMM:
+    """K-state Bernoulli GLM-HMM (sticky start 0.95); M-step: ``args.inner_steps`` Adam steps at
+    ``args.learning_rate``."""
     return HMMGLM(
-        K, 1, basis=None, num_covariates=len(COVARIATES), observation="bernoulli", link="logistic", shared_bias=False
+        K,
+        1,
+        basis=None,
+        num_covariates=len(COVARIATES),
+        observation="bernoulli",
+        link="logistic",
+        shared_bias=False,
+        self_transition=0.95,
+        inner_steps=args.inner_steps,
+        learning_rate=args.learning_rate,
     )
 
 
@@ -86,34 +92,36 @@ def load_sessions(path: str):
     return df, parts, ys, xs, sessions
 
 
-def glm_start(key, model: HMMGLM, glm_params: HMMGLMParams, noise: float, self_transition: float) -> HMMGLMParams:
-    """K-state start from a 1-state GLM: its bias and weights copied to every state plus N(0, noise^2)."""
+def glm_start(key, model: HMM, glm_params: HMMParams, noise: float) -> HMMParams:
+    """K-state start from a 1-state GLM: its bias and weights copied to every state plus N(0, noise^2); uniform
+    initial distribution and the model's sticky starting transition matrix."""
     K = model.num_states
-    p = model.init_params(key, self_transition=self_transition, weight_scale=0.0)
-    k1, k2 = jax.random.split(key)
+    k0, k1, k2 = jax.random.split(key, 3)
     em = glm_params.emissions
-    bias = jnp.broadcast_to(em.bias.reshape(1, 1), (K, 1)) + noise * jax.random.normal(k1, (K, 1))
+    dtype = em.bias.dtype
+    bias = jnp.broadcast_to(em.bias.reshape(1, 1), (K, 1)) + noise * jax.random.normal(k1, (K, 1), dtype)
     iw = jnp.broadcast_to(em.input_weights, (K, 1, len(COVARIATES))) + noise * jax.random.normal(
-        k2, (K, 1, len(COVARIATES))
+        k2, (K, 1, len(COVARIATES)), dtype
     )
-    return p._replace(emissions=p.emissions._replace(bias=bias.astype(p.emissions.bias.dtype), input_weights=iw))
+    return HMMParams(
+        model.initial_component.initialize(k0, K, dtype),
+        model.transition_component.initialize(k0, K, dtype),
+        em._replace(bias=bias, input_weights=iw),
+    )
 
 
-def fit_k(key, K: int, data: HMMGLMData, glm_params: HMMGLMParams | None, args) -> tuple:
+def fit_k(key, K: int, data: Sequences, glm_params: HMMParams | None, args) -> tuple:
     """Best of ``args.restarts`` EM fits (by training objective) for a K-state model."""
-    model = make_model(K)
+    model = make_model(K, args)
     fits = []
     n_starts = 1 if K == 1 else args.restarts
     for k in jax.random.split(key, n_starts):
         k0, k1 = jax.random.split(k)
         if K == 1 or glm_params is None or args.init == "kmeans":
-            p0 = initialize_hmm_glm(k0, model, data, method="kmeans", self_transition=0.95)
+            p0 = model.initialize(k0, data)  # k-means labels + weighted M-steps
         else:
-            p0 = glm_start(k0, model, glm_params, args.init_noise, 0.95)
-        fits.append(
-            fit_hmm_glm_em(k1, model, p0, data, num_iters=args.iters, inner_steps=args.inner_steps,
-                           learning_rate=args.learning_rate, tol=args.tol)
-        )
+            p0 = glm_start(k0, model, glm_params, args.init_noise)
+        fits.append(fit_em(k1, model, p0, data, num_iters=args.iters, tol=args.tol, min_iters=5))
     best = max(fits, key=lambda f: float(f.log_objective[-1]))
     return model, best, fits
 
@@ -123,8 +131,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--data", default=str(DEFAULT_DATA))
     ap.add_argument("--states", type=int, nargs="+", default=[1, 2, 3, 4], help="K values (1 = the GLM)")
     ap.add_argument("--folds", type=int, default=5)
-    ap.add_argument("--fold-scheme", choices=["random", "contiguous"], default="random",
-                    help="random session assignment (Ashwood et al.) or contiguous blocks of sessions")
+    ap.add_argument(
+        "--fold-scheme",
+        choices=["random", "contiguous"],
+        default="random",
+        help="random session assignment (Ashwood et al.) or contiguous blocks of sessions",
+    )
     ap.add_argument("--restarts", type=int, default=3)
     ap.add_argument("--init", choices=["glm", "kmeans"], default="glm")
     ap.add_argument("--init-noise", type=float, default=0.2)
@@ -168,21 +180,21 @@ def main(argv: list[str] | None = None) -> dict:
         te = np.flatnonzero(is_test)
         glm_params = None
         for K in Ks:
-            model = make_model(K)
-            d_tr = prepare_data(model, [ys[i] for i in tr], [xs[i] for i in tr])
-            d_te = prepare_data(model, [ys[i] for i in te], [xs[i] for i in te])
+            model = make_model(K, args)
+            d_tr = as_sequences(model, [ys[i] for i in tr], [xs[i] for i in tr])
+            d_te = as_sequences(model, [ys[i] for i in te], [xs[i] for i in te])
             key, sub = jax.random.split(key)
             t0 = time.perf_counter()
             model, best, _ = fit_k(sub, K, d_tr, glm_params, args)
             fit_seconds[K] += time.perf_counter() - t0
             if K == 1:
                 glm_params = best.params
-                p_right = float(np.asarray(d_tr.spikes)[np.asarray(d_tr.mask)].mean())
+                p_right = float(np.asarray(d_tr.emissions)[np.asarray(d_tr.mask)].mean())
                 bias_ll.append(float(homogeneous_log_likelihood(d_te, jnp.array([p_right]), "bernoulli")))
-                n_test.append(d_te.num_bins)
-                n_train.append(d_tr.num_bins)
-            test_ll[K].append(float(hmm_glm_log_likelihood(model, best.params, d_te).sum()))
-            train_ll[K].append(float(hmm_glm_log_likelihood(model, best.params, d_tr).sum()))
+                n_test.append(int(np.asarray(d_te.mask).sum()))
+                n_train.append(int(np.asarray(d_tr.mask).sum()))
+            test_ll[K].append(float(marginal_log_likelihood(model, best.params, d_te).sum()))
+            train_ll[K].append(float(marginal_log_likelihood(model, best.params, d_tr).sum()))
         fold_seconds.append(time.perf_counter() - t_fold)
         print(
             f"fold {fi}: {len(te)} test sessions, {n_test[-1]} trials; bits/trial vs GLM "
@@ -208,14 +220,14 @@ def main(argv: list[str] | None = None) -> dict:
     # ---------------------------------------------------------------- all-session fit for interpretation
     Kp = args.plot_k
     t0 = time.perf_counter()
-    model_glm = make_model(1)
-    d_all1 = prepare_data(model_glm, ys, xs)
+    model_glm = make_model(1, args)
+    d_all1 = as_sequences(model_glm, ys, xs)
     key, k1, k2 = jax.random.split(key, 3)
     _, glm_all, _ = fit_k(k1, 1, d_all1, None, args)
-    model_p = make_model(Kp)
-    d_all = prepare_data(model_p, ys, xs)
+    model_p = make_model(Kp, args)
+    d_all = as_sequences(model_p, ys, xs)
     _, fit_p, _ = fit_k(k2, Kp, d_all, glm_all.params, args)
-    post = hmm_glm_posterior(model_p, fit_p.params, d_all)
+    post = smoother(model_p, fit_p.params, d_all)
     all_fit_seconds = time.perf_counter() - t0
     em = fit_p.params.emissions
     bias = np.asarray(em.bias).reshape(Kp)
@@ -223,12 +235,12 @@ def main(argv: list[str] | None = None) -> dict:
     sens = W[:, 0] - W[:, 1]  # weight on the stimulus difference s1 - s2 (in units of half the pair's spread)
     order = np.argsort(-sens)  # state 0 = most stimulus-driven
     bias, W, sens = bias[order], W[order], sens[order]
-    A = np.asarray(fit_p.params.transition_matrix)[np.ix_(order, order)]
+    A = np.asarray(fit_p.params.transitions.matrix)[np.ix_(order, order)]
     mask = np.asarray(d_all.mask)
     gamma = np.asarray(post.smoothed_probs)[..., order]  # (B, T, K)
     g_flat = gamma[mask]  # (n, K) in session/trial order
-    y_flat = np.asarray(d_all.spikes)[..., 0][mask]
-    x_flat = np.asarray(d_all.inputs.covariates)[mask]
+    y_flat = np.asarray(d_all.emissions)[..., 0][mask]
+    x_flat = np.asarray(d_all.inputs)[mask]
     occupancy = g_flat.mean(0)
     dwell = 1.0 / np.maximum(1.0 - np.diag(A), 1e-9)
     acc_state = []
@@ -287,8 +299,13 @@ def main(argv: list[str] | None = None) -> dict:
     names = ["bias", *COVARIATES]
     allw = np.column_stack([bias, W])
     for k in range(Kp):
-        axes[2].bar(np.arange(len(names)) + (k - (Kp - 1) / 2) * width, allw[k], width, color=colors[k % len(colors)],
-                    label=f"state {k}")
+        axes[2].bar(
+            np.arange(len(names)) + (k - (Kp - 1) / 2) * width,
+            allw[k],
+            width,
+            color=colors[k % len(colors)],
+            label=f"state {k}",
+        )
     glm_em = glm_all.params.emissions
     glm_w = np.r_[np.asarray(glm_em.bias).ravel(), np.asarray(glm_em.input_weights).ravel()]
     axes[2].plot(np.arange(len(names)), glm_w, "k_", markersize=20, mew=2, label="1-state GLM")
@@ -303,8 +320,13 @@ def main(argv: list[str] | None = None) -> dict:
 
     fig, ax = plt.subplots(figsize=(5, 3.5), constrained_layout=True)
     kk = [K for K in Ks if K > 1]
-    ax.errorbar(kk, [bits_vs_glm[str(K)] for K in kk], yerr=[bits_vs_glm_fold[str(K)][1] for K in kk], fmt="o-",
-                label="pssm (pooled over folds, ±SEM over folds)")
+    ax.errorbar(
+        kk,
+        [bits_vs_glm[str(K)] for K in kk],
+        yerr=[bits_vs_glm_fold[str(K)][1] for K in kk],
+        fmt="o-",
+        label="pssm (pooled over folds, ±SEM over folds)",
+    )
     dk = [int(k) for k in DESIGN_BITS_VS_GLM if int(k) in kk]
     ax.plot(dk, [DESIGN_BITS_VS_GLM[str(k)] for k in dk], "s--", color="gray", label="dynamax (DESIGN.md §3)")
     ax.axhline(0, color="k", lw=0.5)
@@ -368,8 +390,11 @@ def main(argv: list[str] | None = None) -> dict:
         )
     lines += [
         "",
-        "1-state GLM weights (bias, " + ", ".join(COVARIATES) + "): "
-        + ", ".join(f"{v:+.3f}" for v in glm_w) + f"; overall accuracy {correct.mean():.3f}.",
+        "1-state GLM weights (bias, "
+        + ", ".join(COVARIATES)
+        + "): "
+        + ", ".join(f"{v:+.3f}" for v in glm_w)
+        + f"; overall accuracy {correct.mean():.3f}.",
         "",
         "Transition matrix (rows: from state):",
         "",

@@ -22,17 +22,14 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from pssm.inference import e_step, fit_em_restarts, hmm_viterbi
-from pssm.inference.em import as_batch
-from pssm.models import HMM, PoissonEmissions
 
 from pssm.data import bin_spikes, intervals_to_labels, intervals_to_mask, train_test_split_blocks
+from pssm.inference import fit_em_restarts, marginal_log_likelihood, most_likely_states
 from pssm.metrics import confusion_matrix, match_states
+from pssm.models import HMM, PoissonEmissions, StickyTransitions
 from pssm.nwb import read_nwb
 from pssm.plotting import plot_raster_states
-from pssm.protocol import discrete_log_potentials
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT / "data" / "A2929-200711.nwb"
@@ -85,13 +82,12 @@ def main(argv: list[str] | None = None) -> dict:
     best_overall = None
     for S in args.states:
         key, k_fit, k_cv = jax.random.split(key, 3)
-        model = HMM(S, PoissonEmissions(counts.shape[1]), stickiness=10.0)
+        model = HMM(S, PoissonEmissions(counts.shape[1]), transition_component=StickyTransitions(stickiness=10.0))
         best, _ = fit_em_restarts(
             k_fit, model, counts.astype(np.float32), num_restarts=args.restarts, num_iters=args.iters, tol=1e-7
         )
         post = jax.tree.map(lambda a: a[0], best.posterior)
-        li, lt, ll = discrete_log_potentials(model, best.params, jnp.asarray(counts, jnp.float32))
-        vit = np.asarray(hmm_viterbi(li, lt, ll))
+        vit = np.asarray(most_likely_states(model, best.params, counts)[0])
         agree_vit, mapping = epoch_agreement(vit, labels, S)
         agree_post, _ = epoch_agreement(np.asarray(post.smoothed_probs.argmax(-1)), labels, S)
         agree_chance, _ = epoch_agreement(np.roll(vit, vit.shape[0] // 4), labels, S)
@@ -99,7 +95,7 @@ def main(argv: list[str] | None = None) -> dict:
         cv_best, _ = fit_em_restarts(
             k_cv, model, split.train, num_restarts=args.restarts, num_iters=args.iters, tol=1e-7
         )
-        test_ll = float(e_step(model, cv_best.params, as_batch(split.test)).log_likelihood.sum())
+        test_ll = float(marginal_log_likelihood(model, cv_best.params, split.test).sum())
         n_test_bins = int(np.asarray(split.test.lengths).sum())
         ripple_state = np.bincount(vit[in_ripple], minlength=S) / max(int(in_ripple.sum()), 1)
         results[S] = dict(
@@ -112,7 +108,7 @@ def main(argv: list[str] | None = None) -> dict:
             state_to_epoch=[epoch_names[m] for m in mapping],
             log_likelihood_per_bin=float(best.log_likelihoods[-1]) / counts.shape[0],
             heldout_ll_per_bin=test_ll / n_test_bins,
-            em_iterations=int(best.num_iterations),
+            em_iterations=int(best.num_iters),
             ripple_state_occupancy=ripple_state.tolist(),
         )
         if best_overall is None or results[S]["heldout_ll_per_bin"] > results[best_overall]["heldout_ll_per_bin"]:

@@ -1,15 +1,7 @@
 """Inference algorithms: pure functions over the model protocol and arrays (one file per algorithm)."""
 
-from pssm.inference.csmc import (
-    CSMCResult,
-    conditional_smc,
-    csmc_init,
-    csmc_kernel,
-    csmc_step,
-    trace_genealogy,
-)
-from pssm.inference.em import EMResult, as_batch, e_step, fit_em, fit_em_restarts
-from pssm.inference.forward_backward import (
+from pssm.inference.exact.discrete import bits_per_spike, marginal_log_likelihood, most_likely_states, smoother
+from pssm.inference.exact.forward_backward import (
     HMMFilterResult,
     HMMPosterior,
     hmm_filter,
@@ -18,24 +10,7 @@ from pssm.inference.forward_backward import (
     hmm_smoother,
     hmm_viterbi,
 )
-from pssm.inference.hmm_glm_em import (
-    HMMGLMData,
-    HMMGLMFit,
-    bits_per_spike,
-    expected_log_likelihood,
-    fit_hmm_glm_em,
-    fit_hmm_glm_restarts,
-    hmm_glm_log_likelihood,
-    hmm_glm_log_potentials,
-    hmm_glm_posterior,
-    hmm_glm_viterbi,
-    homogeneous_log_likelihood,
-    initialize_hmm_glm,
-    prepare_data,
-)
-from pssm.inference.hmm_glm_nuts import HMMGLMNUTSResult, fit_hmm_glm_nuts
-from pssm.inference.hmm_glm_svi import HMMGLMSVIResult, fit_hmm_glm_svi, hmm_glm_numpyro_model, params_from_sites
-from pssm.inference.kalman import (
+from pssm.inference.exact.kalman import (
     KalmanFilterResult,
     KalmanSmootherResult,
     kalman_filter,
@@ -43,7 +18,15 @@ from pssm.inference.kalman import (
     kalman_posterior_sample,
     kalman_smoother,
 )
-from pssm.inference.particle_gibbs import (
+from pssm.inference.mcmc.csmc import (
+    CSMCResult,
+    conditional_smc,
+    csmc_init,
+    csmc_kernel,
+    csmc_step,
+    trace_genealogy,
+)
+from pssm.inference.mcmc.particle_gibbs import (
     ParticleGibbsInfo,
     ParticleGibbsResult,
     ParticleGibbsState,
@@ -54,7 +37,7 @@ from pssm.inference.particle_gibbs import (
     particle_gibbs_nuts,
     particle_gibbs_step,
 )
-from pssm.inference.pmmh import (
+from pssm.inference.mcmc.pmmh import (
     ParamSpace,
     PMMHInfo,
     PMMHResult,
@@ -63,7 +46,7 @@ from pssm.inference.pmmh import (
     pmmh_init,
     pmmh_step,
 )
-from pssm.inference.ppg import (
+from pssm.inference.mcmc.ppg import (
     PaRISSweep,
     PPGInfo,
     PPGResult,
@@ -73,14 +56,16 @@ from pssm.inference.ppg import (
     ppg_init,
     ppg_step,
 )
-from pssm.inference.score_ascent import (
+from pssm.inference.numpyro_model import make_numpyro_model, sample_params, site_names
+from pssm.inference.optim.em import EMResult, EMState, em_init, em_step, fit_em, fit_em_restarts
+from pssm.inference.optim.score_ascent import (
     ScoreAscentResult,
     ScoreAscentState,
     score_ascent,
     score_ascent_step,
     score_estimate,
 )
-from pssm.inference.score_climbing import (
+from pssm.inference.optim.score_climbing import (
     GaussianMarkovQ,
     ScoreClimbingResult,
     ScoreClimbingState,
@@ -90,8 +75,12 @@ from pssm.inference.score_climbing import (
     q_marginals,
     q_sample,
 )
+from pssm.inference.optim.svi import SVIResult, fit_svi
 
 __all__ = [
+    "make_numpyro_model",
+    "sample_params",
+    "site_names",
     "CSMCResult",
     "conditional_smc",
     "csmc_init",
@@ -135,28 +124,16 @@ __all__ = [
     "ScoreClimbingState",
     "ScoreClimbingResult",
     "markov_score_climbing",
-    "HMMGLMData",
-    "HMMGLMFit",
-    "HMMGLMNUTSResult",
-    "HMMGLMSVIResult",
-    "bits_per_spike",
-    "expected_log_likelihood",
-    "fit_hmm_glm_em",
-    "fit_hmm_glm_nuts",
-    "fit_hmm_glm_restarts",
-    "fit_hmm_glm_svi",
-    "hmm_glm_log_likelihood",
-    "hmm_glm_log_potentials",
-    "hmm_glm_numpyro_model",
-    "hmm_glm_posterior",
-    "hmm_glm_viterbi",
-    "homogeneous_log_likelihood",
-    "initialize_hmm_glm",
-    "params_from_sites",
-    "prepare_data",
+    "SVIResult",
+    "fit_svi",
     "EMResult",
-    "as_batch",
-    "e_step",
+    "EMState",
+    "em_init",
+    "em_step",
+    "smoother",
+    "bits_per_spike",
+    "most_likely_states",
+    "marginal_log_likelihood",
     "fit_em",
     "fit_em_restarts",
     "HMMFilterResult",

@@ -1,23 +1,16 @@
-"""Model families: each a final :class:`pssm.SSM` (fixed settings) plus a params ``NamedTuple``."""
+"""Model families: each a final :class:`pssm.SSM` (fixed settings) plus a params pytree.
 
-from pssm.models.hmm import (
-    HMM,
-    CategoricalEmissions,
-    CategoricalParams,
-    EmissionModel,
-    GaussianEmissions,
-    GaussianParams,
-    HMMParams,
-    PoissonEmissions,
-    PoissonParams,
-)
-from pssm.models.hmm_glm import (
+Folders: ``hmm/`` (the HMM and its components), ``glm/`` (population GLMs, the switching HMM-GLM),
+``nonlinear/`` (continuous-state models); ``testing`` holds small reference models for tests and benchmarks.
+"""
+
+from pssm.models.glm import (
     EXPONENTIAL_BASIS,
     HMMGLM,
     Concrete,
+    GLMEmissions,
     GLMInputs,
     GLMParams,
-    HMMGLMParams,
     SyntheticHMMGLM,
     concrete_log_prob,
     exponential_basis,
@@ -28,8 +21,39 @@ from pssm.models.hmm_glm import (
     simulate_hmm_glm,
     synthetic_hmm_glm,
 )
-from pssm.models.linear_gaussian import LGSSMParams, LinearGaussianSSM
-from pssm.models.nonlinear import (
+from pssm.models.hmm.autoregressive import AutoregressiveEmissions, AutoregressiveParams
+from pssm.models.hmm.components import (
+    InitialDistribution,
+    InitialParams,
+    StickyTransitions,
+    TransitionComponent,
+    TransitionParams,
+    stationary_distribution,
+    sticky_matrix,
+)
+from pssm.models.hmm.emissions import (
+    CategoricalEmissions,
+    CategoricalParams,
+    EmissionComponent,
+    GaussianEmissions,
+    GaussianParams,
+    PoissonEmissions,
+    PoissonParams,
+)
+from pssm.models.hmm.model import HMM, HMMParams
+from pssm.models.hmm.regimes import (
+    MarkovSwitchingARParams,
+    RegimeHistoryTransitions,
+    SwitchingMeanAREmissions,
+    SwitchingMeanARParams,
+    conditional_sequences,
+    markov_switching_ar,
+    markov_switching_ar_params,
+    regime_table,
+    to_base_params,
+)
+from pssm.models.nonlinear.linear_gaussian import LGSSMParams, LinearGaussianSSM
+from pssm.models.nonlinear.models import (
     ChaoticRNN,
     ChaoticRNNParams,
     KitagawaGrowth,
@@ -43,6 +67,17 @@ from pssm.models.nonlinear import (
 )
 
 __all__ = [
+    "AutoregressiveEmissions",
+    "AutoregressiveParams",
+    "MarkovSwitchingARParams",
+    "RegimeHistoryTransitions",
+    "SwitchingMeanAREmissions",
+    "SwitchingMeanARParams",
+    "conditional_sequences",
+    "markov_switching_ar",
+    "markov_switching_ar_params",
+    "regime_table",
+    "to_base_params",
     "ChaoticRNN",
     "ChaoticRNNParams",
     "KitagawaGrowth",
@@ -58,7 +93,7 @@ __all__ = [
     "Concrete",
     "GLMInputs",
     "GLMParams",
-    "HMMGLMParams",
+    "GLMEmissions",
     "SyntheticHMMGLM",
     "concrete_log_prob",
     "exponential_basis",
@@ -71,7 +106,14 @@ __all__ = [
     "HMM",
     "CategoricalEmissions",
     "CategoricalParams",
-    "EmissionModel",
+    "EmissionComponent",
+    "InitialDistribution",
+    "InitialParams",
+    "StickyTransitions",
+    "TransitionComponent",
+    "TransitionParams",
+    "stationary_distribution",
+    "sticky_matrix",
     "GaussianEmissions",
     "GaussianParams",
     "HMMParams",

@@ -1,7 +1,7 @@
 """pssm — probabilistic state-space models and inference on JAX and NumPyro.
 
-Core (this package): the model protocol (:class:`SSM`, :func:`simulate`, :func:`log_joint`), the derived NumPyro
-model (:func:`make_numpyro_model`), data containers and validation, ArviZ conversion (:func:`to_arviz`), metrics
+Core (this package): the model protocol (:class:`SSM`, :func:`simulate`, :func:`log_joint`), data containers and
+validation, ArviZ conversion (:func:`to_arviz`), metrics
 and plotting.  Model families live in :mod:`pssm.models`, algorithms in :mod:`pssm.inference`.
 
 Importing pssm changes no global JAX configuration; enable float64 yourself with
@@ -18,7 +18,6 @@ from pssm.data import (
     split_by_group,
     train_test_split_blocks,
 )
-from pssm.numpyro_model import make_numpyro_model, sample_params
 from pssm.nwb import NWBRecording, read_nwb
 from pssm.protocol import SSM, discrete_log_potentials, inputs_at, log_joint, simulate
 
@@ -38,8 +37,6 @@ __all__ = [
     "discrete_log_potentials",
     "inputs_at",
     "log_joint",
-    "make_numpyro_model",
-    "sample_params",
     "simulate",
     "to_arviz",
 ]

@@ -38,6 +38,7 @@ from pssm.validation import (
     check_positive_int,
     check_sequence,
     is_tracer,
+    split_missing,
 )
 
 __all__ = [
@@ -88,10 +89,7 @@ def _validate_values(y: np.ndarray, name: str, kind: str, num_classes: int | Non
 
 def _missing_rows(y: np.ndarray) -> np.ndarray:
     """``(T,)`` bool: rows with any NaN."""
-    if y.dtype.kind not in "fc":
-        return np.zeros(y.shape[0], bool)
-    nan = np.isnan(y)
-    return nan.reshape(y.shape[0], -1).any(axis=1) if y.ndim > 1 else nan
+    return ~split_missing(np.asarray(y))[1]
 
 
 def _target_dtype(kind: str, dtype):

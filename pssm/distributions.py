@@ -8,9 +8,10 @@ import jax
 import jax.numpy as jnp
 import numpyro.distributions as dist
 from jax.scipy.linalg import solve_triangular
+from jax.scipy.special import gammaln, xlogy
 from numpyro.distributions import constraints
 
-__all__ = ["GaussianTril"]
+__all__ = ["GaussianTril", "Dirichlet"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -57,3 +58,17 @@ class GaussianTril(dist.Distribution):
     @property
     def covariance_matrix(self):
         return self.scale_tril @ jnp.swapaxes(self.scale_tril, -1, -2)
+
+
+class Dirichlet(dist.Dirichlet):
+    """``numpyro.distributions.Dirichlet`` whose density is finite at faces of the simplex where it should be.
+
+    :math:`\\log p(x) = \\sum_k (\\alpha_k - 1)\\log x_k - \\log B(\\alpha)` with :math:`0 \\log 0 = 0`
+    (``xlogy``): a transition row with an exact zero has a finite density under :math:`\\alpha_k = 1` (and
+    :math:`-\\infty` under :math:`\\alpha_k > 1`, where that face has density zero), instead of NaN.
+    """
+
+    def log_prob(self, value):
+        a = self.concentration
+        norm = jnp.sum(gammaln(a), axis=-1) - gammaln(jnp.sum(a, axis=-1))
+        return jnp.sum(xlogy(a - 1.0, value), axis=-1) - norm

@@ -22,13 +22,17 @@ import jax
 import jax.numpy as jnp
 import numpyro.distributions as dist
 from jaxtyping import Array, Float, Int, PRNGKeyArray
+from numpyro.distributions import constraints
 
-from pssm.validation import check_key, check_num_timesteps
+from pssm.params import ParamSpec, spec_log_prior
+from pssm.validation import check_key, check_num_timesteps, split_missing
 
 PyTree = Any
 
 __all__ = [
     "SSM",
+    "DiscreteSSM",
+    "model_inputs",
     "PyTree",
     "inputs_at",
     "simulate",
@@ -41,11 +45,16 @@ class SSM(eqx.Module):
     """Abstract state-space model.
 
     Concrete models are final ``equinox.Module`` subclasses whose fields are fixed settings.  Required:
-    :meth:`initial`, :meth:`transition`, :meth:`emission` (NumPyro distributions for one state) and
-    :meth:`param_constraints`.  Optional hooks return ``None`` when a model does not provide them.
+    :meth:`initial`, :meth:`transition`, :meth:`emission` (NumPyro distributions for one state),
+    :attr:`emission_shape` and :meth:`param_constraints`.  Optional hooks return ``None`` when a model does not
+    provide them.
 
-    Discrete-state models set ``discrete_states = True`` and have an integer field ``num_states``; their states
-    are integers ``0..num_states-1``.
+    **Inputs and lagged emissions.**  ``inputs`` is a pytree with a leading time axis.  A model whose emissions
+    depend on the last :attr:`emission_lags` emissions (an AR(p) emission, a GLM's spike history) declares
+    :meth:`emission_features`: the per-step inputs the three distributions see are
+    ``emission_features(past, inputs_t)`` with ``past[l] = y_{t-1-l}`` (zeros before the start of a sequence, so
+    nothing leaks across sequences).  :func:`model_inputs` computes them once for a whole sequence; every
+    algorithm calls it at its boundary.
     """
 
     discrete_states: ClassVar[bool] = False
@@ -62,13 +71,43 @@ class SSM(eqx.Module):
     def emission(self, params: PyTree, state: Array, t: Int[Array, ""], inputs: PyTree = None) -> dist.Distribution:
         """Distribution of :math:`y_t` given :math:`x_t` = ``state``."""
 
+    @property
+    @abc.abstractmethod
+    def emission_shape(self) -> tuple[int, ...]:
+        """Shape of one observation :math:`y_t` (``()`` for a scalar)."""
+
     @abc.abstractmethod
     def param_constraints(self) -> PyTree:
         """A pytree like params whose leaves are ``numpyro.distributions.constraints`` (support of each leaf)."""
 
     def prior(self) -> PyTree | None:
-        """Default prior: a pytree like params with NumPyro distributions (or ``None`` for fixed leaves)."""
+        """Default prior: a pytree like params with NumPyro distributions (or ``None`` for leaves without one)."""
         return None
+
+    def param_spec(self) -> PyTree:
+        """Per-leaf :class:`pssm.params.ParamSpec` (constraint, prior, trainable); by default built from
+        :meth:`param_constraints` and :meth:`prior`."""
+        cons = self.param_constraints()
+        prior = self.prior()
+        if prior is None:
+            return jax.tree.map(lambda c: ParamSpec(c), cons, is_leaf=_is_constraint)
+        flat_c, treedef = jax.tree_util.tree_flatten(cons, is_leaf=_is_constraint)
+        flat_p = treedef.flatten_up_to(prior)
+        return jax.tree_util.tree_unflatten(treedef, [ParamSpec(c, p) for c, p in zip(flat_c, flat_p, strict=True)])
+
+    def log_prior(self, params: PyTree) -> Float[Array, ""]:
+        """:math:`\\log p(\\theta)`, the one prior every fit uses (default: the sum of the leaf priors)."""
+        return spec_log_prior(self.param_spec(), params)
+
+    @property
+    def emission_lags(self) -> int:
+        """How many past emissions the emission distribution sees (0: none)."""
+        return 0
+
+    def emission_features(self, past: Array, inputs: PyTree = None) -> PyTree:
+        """Per-step inputs from the last :attr:`emission_lags` emissions ``past`` ``(L, *emission_shape)``
+        (``past[0] = y_{t-1}``) and the user's inputs at ``t``; the default passes ``inputs`` through."""
+        return inputs
 
     def simulate(
         self, key: PRNGKeyArray, params: PyTree, num_timesteps: int, inputs: PyTree = None
@@ -91,6 +130,70 @@ class SSM(eqx.Module):
         return None
 
 
+class DiscreteSSM(SSM):
+    """Abstract discrete-state model: states are integers ``0..num_states-1``.
+
+    Adds vectorised hooks used by exact inference, EM and the NumPyro bridge (defaults derive them from the
+    protocol; models override them with faster closed forms):
+
+    * :meth:`log_initial` ``(S,)``, :meth:`log_transition_matrices` ``(T-1, S, S)`` or ``(S, S)``;
+    * :meth:`log_likelihoods` ``(T, S)``: :math:`\\log p(y_t \\mid z_t = s)` for one sequence.
+    """
+
+    discrete_states: ClassVar[bool] = True
+    num_states: eqx.AbstractVar[int]
+
+    def log_initial(self, params: PyTree, inputs: PyTree = None) -> Float[Array, " S"]:
+        """:math:`\\log p(z_0 = s)` given the per-step inputs of a sequence (leading time axis)."""
+        return self.initial(params, inputs_at(inputs, 0)).log_prob(jnp.arange(self.num_states))
+
+    def log_transition_matrices(self, params: PyTree, num_timesteps: int, inputs: PyTree = None):
+        """``(T-1, S, S)``: :math:`\\log p(z_t = j \\mid z_{t-1} = i)` for ``t = 1..T-1``."""
+        states = jnp.arange(self.num_states)
+
+        def at(t):
+            u = inputs_at(inputs, t)
+            return jax.vmap(lambda i: self.transition(params, i, t, u).log_prob(states))(states)
+
+        return jax.vmap(at)(jnp.arange(1, num_timesteps))
+
+    def log_likelihoods(self, params: PyTree, emissions: Array, inputs: PyTree = None) -> Float[Array, "T S"]:
+        """:math:`\\log p(y_t \\mid z_t = s)` for every step and state (emissions without NaN)."""
+        states = jnp.arange(self.num_states)
+
+        def emit(y, t):
+            u = inputs_at(inputs, t)
+            return jax.vmap(lambda z: self.emission(params, z, t, u).log_prob(y))(states)
+
+        return jax.vmap(emit)(emissions, jnp.arange(emissions.shape[0]))
+
+
+def _is_constraint(x) -> bool:
+    return isinstance(x, constraints.Constraint)
+
+
+def model_inputs(model: SSM, emissions: Array, inputs: PyTree = None) -> PyTree:
+    """The per-step inputs of one sequence ``emissions`` ``(T, *emission_shape)`` as the model sees them.
+
+    For a model with :attr:`SSM.emission_lags` ``L > 0`` step ``t`` gets
+    ``model.emission_features(past_t, inputs_t)`` with ``past_t = (y_{t-1}, ..., y_{t-L})`` (zeros before ``t = 0``;
+    NaN entries count as 0); otherwise ``inputs`` is returned unchanged.
+    """
+    L = model.emission_lags
+    if L == 0:
+        return inputs
+    y = jnp.asarray(emissions)
+    y = jnp.where(jnp.isnan(y), 0, y) if jnp.issubdtype(y.dtype, jnp.floating) else y
+    T = y.shape[0]
+    padded = jnp.concatenate([jnp.zeros((L,) + y.shape[1:], y.dtype), y], axis=0)
+    # past_t[l] = y[t-1-l] = padded[t + L - 1 - l]
+    idx = jnp.arange(T)[:, None] + (L - 1 - jnp.arange(L))[None, :]
+    windows = padded[idx]  # (T, L, ...)
+    if inputs is None:
+        return jax.vmap(lambda w: model.emission_features(w, None))(windows)
+    return jax.vmap(model.emission_features)(windows, inputs)
+
+
 def inputs_at(inputs: PyTree, t: Int[Array, ""] | int) -> PyTree:
     """Slice time ``t`` out of an inputs pytree whose leaves have a leading time axis (``None`` passes through)."""
     if inputs is None:
@@ -109,48 +212,68 @@ def simulate(
     params: PyTree,
     num_timesteps: int,
     inputs: PyTree = None,
-) -> tuple[Array, Array]:
+) -> tuple[PyTree, Array]:
     """Draw ``(states, emissions)`` with leading axis ``num_timesteps`` from the model by ancestral sampling.
 
-    For models whose emissions depend on past emissions (e.g. HMM-GLMs), use the model family's own simulator.
+    States may be pytrees (each leaf gets the time axis).  For a model with lagged emissions the features of
+    step ``t`` are built from the *simulated* past emissions (autoregressive simulation).
     """
     check_key(key)
     num_timesteps = check_num_timesteps(num_timesteps)
     n_in = _num_steps(inputs)
     if n_in is not None and n_in < num_timesteps:
         raise ValueError(f"inputs has {n_in} time steps but num_timesteps={num_timesteps}; give one row per step.")
+    L = model.emission_lags
+    y_dtype = _emission_dtype(model, params)
+    past0 = jnp.zeros((max(L, 1),) + tuple(model.emission_shape), y_dtype)
+
+    def features(past, t):
+        u = inputs_at(inputs, t)
+        return model.emission_features(past, u) if L else u
+
+    def push(past, y):
+        return jnp.concatenate([y[None].astype(past.dtype), past[:-1]], axis=0) if L else past
+
     k0, k1, key = jax.random.split(key, 3)
-    u0 = inputs_at(inputs, 0)
+    u0 = features(past0, 0)
     x0 = model.initial(params, u0).sample(k0)
     y0 = model.emission(params, x0, jnp.asarray(0), u0).sample(k1)
 
-    def step(x_prev, args):
+    def step(carry, args):
+        x_prev, past = carry
         k, t = args
         ka, kb = jax.random.split(k)
-        u = inputs_at(inputs, t)
+        u = features(past, t)
         x = model.transition(params, x_prev, t, u).sample(ka)
         y = model.emission(params, x, t, u).sample(kb)
-        return x, (x, y)
+        return (x, push(past, y)), (x, y)
 
     ts = jnp.arange(1, num_timesteps)
-    _, (xs, ys) = jax.lax.scan(step, x0, (jax.random.split(key, num_timesteps - 1), ts))
-    states = jnp.concatenate([x0[None], xs], axis=0)
-    emissions = jnp.concatenate([y0[None], ys], axis=0)
+    _, (xs, ys) = jax.lax.scan(step, (x0, push(past0, y0)), (jax.random.split(key, num_timesteps - 1), ts))
+    states = jax.tree.map(lambda a, b: jnp.concatenate([a[None], b], axis=0), x0, xs)
+    emissions = jnp.concatenate([y0[None].astype(ys.dtype), ys], axis=0)
     return states, emissions
+
+
+def _emission_dtype(model, params):
+    leaves = [a for a in jax.tree.leaves(params) if hasattr(a, "dtype") and jnp.issubdtype(a.dtype, jnp.floating)]
+    return leaves[0].dtype if leaves else jnp.result_type(float)
 
 
 def log_joint(
     model: SSM,
     params: PyTree,
-    states: Array,
+    states: PyTree,
     emissions: Array,
     inputs: PyTree = None,
     mask: Array | None = None,
 ) -> Float[Array, ""]:
-    """:math:`\\log p_\\theta(x_{0:T-1}, y_{0:T-1})`; time steps with ``mask == False`` contribute no emission term."""
-    T = states.shape[0]
+    """:math:`\\log p_\\theta(x_{0:T-1}, y_{0:T-1})`; steps with ``mask == False`` contribute no emission term."""
+    T = emissions.shape[0]
     ts = jnp.arange(T)
-    lp0 = model.initial(params, inputs_at(inputs, 0)).log_prob(states[0])
+    inputs = model_inputs(model, emissions, inputs)
+    x_first = jax.tree.map(lambda a: a[0], states)
+    lp0 = model.initial(params, inputs_at(inputs, 0)).log_prob(x_first)
 
     def trans_lp(x_prev, x, t):
         return model.transition(params, x_prev, t, inputs_at(inputs, t)).log_prob(x)
@@ -158,7 +281,9 @@ def log_joint(
     def emit_lp(x, y, t):
         return model.emission(params, x, t, inputs_at(inputs, t)).log_prob(y)
 
-    lp_trans = jax.vmap(trans_lp)(states[:-1], states[1:], ts[1:]).sum() if T > 1 else 0.0
+    prev = jax.tree.map(lambda a: a[:-1], states)
+    nxt = jax.tree.map(lambda a: a[1:], states)
+    lp_trans = jax.vmap(trans_lp)(prev, nxt, ts[1:]).sum() if T > 1 else 0.0
     lp_emit = jax.vmap(emit_lp)(states, emissions, ts)
     if mask is not None:
         lp_emit = jnp.where(mask, lp_emit, 0.0)
@@ -172,34 +297,21 @@ def discrete_log_potentials(
     inputs: PyTree = None,
     mask: Array | None = None,
 ) -> tuple[Float[Array, " S"], Float[Array, "Tm1 S S"], Float[Array, "T S"]]:
-    """Log potentials of a discrete-state model for the forward algorithm, derived from the protocol.
+    """Log potentials of a discrete-state model for the forward algorithm (one sequence).
 
     Returns ``log_initial[j] = log p(z_0=j)``, ``log_transitions[t-1, i, j] = log p(z_t=j | z_{t-1}=i)`` for
     ``t = 1..T-1`` and ``log_likelihoods[t, j] = log p(y_t | z_t=j)`` (0 where ``mask`` is False or the row of
-    ``emissions`` holds a NaN: missing observations are marginalised out).
+    ``emissions`` holds a NaN: missing observations are marginalised out).  ``inputs`` are the user's inputs;
+    lagged features are computed here by :func:`model_inputs`.
     """
     if not model.discrete_states:
         raise TypeError(f"{type(model).__name__} has continuous states; use a Kalman filter or SMC instead.")
-    S = model.num_states
-    states = jnp.arange(S)
     T = emissions.shape[0]
-    ts = jnp.arange(T)
-    if jnp.issubdtype(emissions.dtype, jnp.floating):  # NaN marks a missing observation: mask it out
-        nan_rows = jnp.isnan(emissions.reshape(T, -1)).any(axis=1)
-        mask = ~nan_rows if mask is None else jnp.asarray(mask, bool) & ~nan_rows
-        emissions = jnp.where(jnp.isnan(emissions), 0, emissions)
-    log_init = model.initial(params, inputs_at(inputs, 0)).log_prob(states)
-
-    def trans_row(i, t):
-        return model.transition(params, i, t, inputs_at(inputs, t)).log_prob(states)
-
-    log_trans = jax.vmap(lambda t: jax.vmap(lambda i: trans_row(i, t))(states))(ts[1:])
-
-    def emit(y, t):
-        u = inputs_at(inputs, t)
-        return jax.vmap(lambda z: model.emission(params, z, t, u).log_prob(y))(states)
-
-    log_lik = jax.vmap(emit)(emissions, ts)
+    feats = model_inputs(model, emissions, inputs)
+    emissions, mask = split_missing(jnp.asarray(emissions), 1, mask)  # NaN marks a missing observation
+    log_init = model.log_initial(params, feats)
+    log_trans = model.log_transition_matrices(params, T, feats)
+    log_lik = model.log_likelihoods(params, emissions, feats)
     if mask is not None:
         log_lik = jnp.where(mask[:, None], log_lik, 0.0)
     return log_init, log_trans, log_lik

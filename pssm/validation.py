@@ -21,6 +21,7 @@ import jax
 import numpy as np
 
 __all__ = [
+    "split_missing",
     "as_float",
     "is_tracer",
     "check_array",
@@ -40,6 +41,24 @@ _KIND_NAMES = {"b": "bool", "i": "signed integer", "u": "unsigned integer", "f":
 def as_float(a: Any) -> jax.Array:
     """``a`` as an array of JAX's default float type (float32, or float64 under x64)."""
     return jax.numpy.asarray(a, jax.numpy.result_type(float))
+
+
+def split_missing(emissions: Any, num_leading: int = 1, mask: Any = None):
+    """NaN marks a missing observation: ``(clean, observed)`` where a step (the first ``num_leading`` axes index
+    steps) with any NaN gets ``observed=False`` (AND-ed with ``mask``) and its values set to 0.  Works on NumPy
+    and JAX arrays (and under ``jit``).  Integer data has no NaN."""
+    xp = np if isinstance(emissions, np.ndarray) else jax.numpy
+    lead = emissions.shape[:num_leading]
+    if emissions.dtype.kind not in "fc":
+        observed = xp.ones(lead, bool)
+        clean = emissions
+    else:
+        nan = xp.isnan(emissions).reshape(lead + (-1,)) if emissions.ndim > num_leading else xp.isnan(emissions)
+        observed = ~(nan.any(axis=-1) if emissions.ndim > num_leading else nan)
+        clean = xp.where(xp.isnan(emissions), 0, emissions)
+    if mask is not None:
+        observed = observed & xp.asarray(mask, bool)
+    return clean, observed
 
 
 def is_tracer(x: Any) -> bool:
@@ -76,9 +95,7 @@ def _format_kinds(kinds: str) -> str:
 def _check_dtype(a, name: str, dtype_kind: str | None) -> None:
     kind = np.dtype(a.dtype).kind if not jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key) else "key"
     if kind not in _NUMERIC_KINDS:
-        raise TypeError(
-            f"{name} must be numeric; got dtype {a.dtype}. Convert it with np.asarray(..., float)."
-        )
+        raise TypeError(f"{name} must be numeric; got dtype {a.dtype}. Convert it with np.asarray(..., float).")
     if dtype_kind is not None and kind not in dtype_kind:
         raise TypeError(f"{name} must have a {_format_kinds(dtype_kind)} dtype; got {a.dtype}.")
 
@@ -91,9 +108,7 @@ def _check_shape(a, name: str, ndim, shape) -> None:
             raise ValueError(f"{name} must be {want}-dimensional; got shape {tuple(a.shape)} ({a.ndim}-D).")
     if shape is not None:
         shape = tuple(shape)
-        if a.ndim != len(shape) or any(
-            s is not None and s != d for s, d in zip(shape, a.shape, strict=False)
-        ):
+        if a.ndim != len(shape) or any(s is not None and s != d for s, d in zip(shape, a.shape, strict=False)):
             parts = ["*" if s is None else str(s) for s in shape]
             want = "(" + ", ".join(parts) + ("," if len(parts) == 1 else "") + ")"
             raise ValueError(f"{name} must have shape {want}; got {tuple(a.shape)}.")
@@ -173,8 +188,7 @@ def check_counts(x: Any, name: str, *, ndim: int | Sequence[int] | None = None, 
     v = _integral_check(a, name, allow_nan)
     if v is not None and v.size and (v < 0).any():
         raise ValueError(
-            f"{name} must be non-negative counts; found {int((v < 0).sum())} negative value(s), "
-            f"min {v.min().item()!r}."
+            f"{name} must be non-negative counts; found {int((v < 0).sum())} negative value(s), min {v.min().item()!r}."
         )
     return a
 
@@ -201,9 +215,7 @@ def check_categorical(
     num_classes = check_positive_int(num_classes, "num_classes")
     a = _as_array(x, name)
     if np.dtype(a.dtype).kind == "b":
-        raise TypeError(
-            f"{name} must hold integer class labels; got dtype bool. Use check_binary for 0/1 data."
-        )
+        raise TypeError(f"{name} must hold integer class labels; got dtype bool. Use check_binary for 0/1 data.")
     _check_shape(a, name, ndim, None)
     v = _integral_check(a, name, allow_nan)
     if v is not None:
@@ -244,9 +256,7 @@ def _as_int(n: Any, name: str) -> int:
     if isinstance(n, bool | np.bool_):
         raise TypeError(f"{name} must be an integer; got the bool {n!r}.")
     if is_tracer(n):
-        raise TypeError(
-            f"{name} must be a concrete Python integer (it sets an array shape); got a traced value."
-        )
+        raise TypeError(f"{name} must be a concrete Python integer (it sets an array shape); got a traced value.")
     if hasattr(n, "shape") and getattr(n, "shape", None) != ():
         raise TypeError(f"{name} must be a scalar integer; got an array of shape {tuple(n.shape)}.")
     try:

@@ -8,8 +8,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from pssm.inference.smc import ExactBackward, RejectionBackward, backward
 from scipy import stats
+
+from pssm.inference.smc import ExactBackward, RejectionBackward, backward
 
 SIG = 0.7
 

@@ -43,10 +43,15 @@ def test_brain_states_quick(tmp_path):
     # the decoded states separate sleep from wake better than the shifted-path chance control
     assert out["sleep_wake_state_agreement"] > out["sleep_wake_chance_agreement"] + 0.1
     assert abs(sum(out["ripple_occupancy_best"]) - 1.0) < 1e-9
-    # ArviZ summary of the best model: transition rows on the simplex
+    # ArviZ summary of the best model (variables named by params leaf, pssm.params.leaf_names): transition rows on
+    # the simplex, one per-state bias per unit, and the sticky prior keeps the states persistent
     summ = pd.read_csv(tmp_path / "arviz_summary.csv", index_col=0)
-    rows = summ.loc[[i for i in summ.index if i.startswith("transition_matrix[0,")], "mean"]
-    assert len(rows) == 2 and abs(rows.sum() - 1.0) < 2e-3
+    for s in range(2):
+        row = summ.loc[[i for i in summ.index if i.startswith(f"transitions.matrix[{s},")], "mean"]
+        assert len(row) == 2 and abs(row.sum() - 1.0) < 2e-3
+        assert summ.loc[f"transitions.matrix[{s}, {s}]", "mean"] > 0.5
+    bias = [i for i in summ.index if i.startswith("emissions.bias[")]
+    assert len(bias) == 2 * out["num_units"] and summ.loc[bias, "mean"].notna().all()
     assert (tmp_path / "arviz_summary.md").read_text().startswith("# ArviZ summary")
 
 

@@ -5,19 +5,18 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
 import pytest
+
 from pssm.inference import kalman_posterior_sample, kalman_smoother
-from pssm.inference.csmc import CSMCResult, conditional_smc, csmc_kernel, run_chunked
+from pssm.inference.mcmc.csmc import CSMCResult, conditional_smc, csmc_kernel, run_chunked
 from pssm.inference.smc import ExactBackward, FeynmanKac, RejectionBackward, particle_smoother
 from pssm.models import LinearGaussianSSM
-
+from pssm.models.testing import ScalarLinearGaussian as ScalarLG
 from pssm.protocol import simulate
-from pssm.testing import ScalarLinearGaussian as ScalarLG
 
 
 def _problem(T=15):
     lg = LinearGaussianSSM(1, 1)
-    p = lg.make_params(dynamics_weights=[[0.9]], dynamics_cov=[[1.0]], emission_weights=[[1.0]],
-                       emission_cov=[[0.1]])
+    p = lg.make_params(dynamics_weights=[[0.9]], dynamics_cov=[[1.0]], emission_weights=[[1.0]], emission_cov=[[0.1]])
     _, y = simulate(jax.random.PRNGKey(0), lg, p, T)
     return p, y
 
@@ -46,9 +45,7 @@ def exact_draws():
     return p, y, sm, refs
 
 
-@pytest.mark.parametrize(
-    "method,backward", [("ancestor", None), ("backward", RejectionBackward()), ("trace", None)]
-)
+@pytest.mark.parametrize("method,backward", [("ancestor", None), ("backward", RejectionBackward()), ("trace", None)])
 def test_csmc_leaves_smoothing_distribution_invariant(exact_draws, method, backward):
     """4000 exact posterior paths, one CSMC sweep each with N=3 (a stressed filter); 4 z-tests per step, |z| < 4.5
     over 60 statistics (per-test two-sided p ~ 7e-6)."""
@@ -83,8 +80,9 @@ def test_guided_conditional_smc_with_ancestor_sampling_is_invariant(exact_draws)
         return dist.Normal(0.5 * (params.dynamics_weights[0] * x_prev + y_t), jnp.sqrt(0.5)).to_event(1)
 
     fk = FeynmanKac.guided(ScalarLG(), proposal)
-    new = jax.jit(jax.vmap(lambda k, r: csmc_kernel(k, fk, p, y, r, 3)[0]))(jax.random.split(jax.random.PRNGKey(8),
-                                                                                             M), refs)
+    new = jax.jit(jax.vmap(lambda k, r: csmc_kernel(k, fk, p, y, r, 3)[0]))(
+        jax.random.split(jax.random.PRNGKey(8), M), refs
+    )
     assert _invariance_z(np.asarray(new)[..., 0], np.asarray(refs)[..., 0], sm) < 4.5
 
 

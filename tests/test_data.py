@@ -176,13 +176,29 @@ def test_sequences_is_a_pytree_through_jit_and_vmap():
     assert len(leaves) == 3  # emissions, mask, lengths (inputs None, kind static)
 
 
-def test_em_as_batch_accepts_sequences():
-    from pssm.inference.em import as_batch
+def test_boundary_coerces_once_and_checks_against_the_model():
+    from pssm.boundary import as_sequences
+    from pssm.models import HMM, GaussianEmissions, PoissonEmissions
 
     s = Sequences.from_arrays([np.ones((3, 2)), np.ones((1, 2))])
-    b = as_batch(s)
-    np.testing.assert_array_equal(np.asarray(b.mask), np.asarray(s.mask))
-    np.testing.assert_array_equal(np.asarray(b.lengths), [3, 1])
+    model = HMM(2, GaussianEmissions(2))
+    assert as_sequences(model, s) is s
+    single = as_sequences(model, np.ones((5, 2)))
+    assert single.emissions.shape == (1, 5, 2) and np.asarray(single.lengths).tolist() == [5]
+    ragged = as_sequences(model, [np.ones((3, 2)), np.full((1, 2), np.nan)])
+    np.testing.assert_array_equal(np.asarray(ragged.mask), [[True, True, True], [False, False, False]])
+    scalar = as_sequences(HMM(2, PoissonEmissions(1)), np.array([1, 2, 3]))  # 1-D data, one-dimensional model
+    assert scalar.emissions.shape == (1, 3, 1)
+    with pytest.raises(ValueError, match=r"per-step shape \(1,\).*emission_shape \(2,\)"):
+        as_sequences(model, np.ones((10, 1)))
+    with pytest.raises(ValueError, match=r"per-step shape \(3,\)"):
+        as_sequences(model, [np.ones((4, 3))])
+    with pytest.raises(ValueError, match="emission_shape"):
+        as_sequences(model, Sequences.from_arrays([np.ones((3, 4))]))
+    with pytest.raises(TypeError, match="numeric"):
+        as_sequences(model, np.array([["a", "b"]] * 3))
+    with pytest.raises(ValueError, match="non-negative"):
+        as_sequences(HMM(2, PoissonEmissions(1)), np.array([1.0, -2.0]))
 
 
 def test_from_dataframe_rat_sessions():

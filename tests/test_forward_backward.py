@@ -2,9 +2,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from pssm.inference import hmm_filter, hmm_posterior_sample, hmm_smoother, hmm_viterbi
 
-from pssm.testing import enumerate_hmm
+from pssm.inference import hmm_filter, hmm_posterior_sample, hmm_smoother, hmm_viterbi
+from pssm.models.testing import enumerate_hmm
 
 
 def random_potentials(key, T, S, time_varying=False):

@@ -2,11 +2,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
 from pssm.inference import kalman_filter, kalman_log_likelihood, kalman_posterior_sample, kalman_smoother
 from pssm.models import LinearGaussianSSM
-
+from pssm.models.testing import dense_lgssm_posterior
 from pssm.protocol import log_joint, simulate
-from pssm.testing import dense_lgssm_posterior
 
 
 @pytest.mark.parametrize("dims,seed", [((1, 1, 0), 0), ((3, 2, 1), 1), ((2, 4, 2), 2), ((4, 1, 0), 3)])

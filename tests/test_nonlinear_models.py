@@ -5,16 +5,16 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
 import pytest
+
+from pssm.distributions import GaussianTril
 from pssm.inference.smc import particle_filter
-from pssm.models.nonlinear import (
+from pssm.models.nonlinear.models import (
     ChaoticRNN,
     KitagawaGrowth,
     Lorenz96,
     PoissonLDS,
     StochasticVolatility,
 )
-
-from pssm.distributions import GaussianTril
 from pssm.protocol import simulate
 
 

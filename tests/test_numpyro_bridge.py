@@ -7,12 +7,75 @@ import optax
 import pytest
 from numpyro.infer import MCMC, NUTS, SVI, Trace_ELBO
 from numpyro.infer.autoguide import AutoMultivariateNormal
-from pssm.inference import hmm_log_likelihood, kalman_log_likelihood
-from pssm.models import LinearGaussianSSM
-from pssm.models.hmm import HMM, HMMParams, PoissonEmissions, PoissonParams
 
-from pssm.numpyro_model import make_numpyro_model, site_names
+from pssm.inference import hmm_log_likelihood, kalman_log_likelihood
+from pssm.inference.numpyro_model import make_numpyro_model, site_names
+from pssm.models import (
+    HMM,
+    HMMParams,
+    InitialParams,
+    LinearGaussianSSM,
+    PoissonEmissions,
+    PoissonParams,
+    StickyTransitions,
+    TransitionParams,
+)
 from pssm.protocol import discrete_log_potentials, simulate
+
+
+def _params(pi, A, rates):
+    return HMMParams(
+        InitialParams(jnp.asarray(pi)), TransitionParams(jnp.asarray(A)), PoissonParams(jnp.asarray(rates))
+    )
+
+
+def _sites(params):
+    from pssm.params import leaf_names
+
+    return dict(zip(leaf_names(params), jax.tree.leaves(params), strict=True))
+
+
+def test_default_bridge_density_is_em_objective_and_frozen_leaves_are_constants(x64):
+    """With the model's own spec, log density(sites) = sum log p(y_b) + model.log_prior (EM's objective)."""
+    from numpyro.infer.util import log_density
+
+    from pssm.inference import fit_em, marginal_log_likelihood
+
+    m = HMM(
+        2,
+        PoissonEmissions(1, rate_prior_shape=2.0, rate_prior_rate=0.5),
+        transition_component=StickyTransitions(concentration=1.2, stickiness=2.0),
+    )
+    p = _params([0.3, 0.7], [[0.9, 0.1], [0.2, 0.8]], [[1.0], [5.0]])
+    _, y = simulate(jax.random.PRNGKey(2), m, p, 40)
+    fn = make_numpyro_model(m, params=p)
+    ld, _ = log_density(fn, (y,), {}, _sites(p))
+    want = float(marginal_log_likelihood(m, p, y).sum() + m.log_prior(p))
+    np.testing.assert_allclose(float(ld), want, rtol=1e-12)
+    em = fit_em(jax.random.PRNGKey(0), m, p, y, num_iters=1)
+    np.testing.assert_allclose(float(ld), float(em.log_objective[0]), rtol=1e-12)
+    frozen = make_numpyro_model(m, params=p, frozen=("initial", "emissions.rates"))
+    tr = numpyro.handlers.trace(numpyro.handlers.seed(frozen, 0)).get_trace(y)
+    sampled = [k for k, v in tr.items() if v["type"] == "sample" and not v.get("is_observed", False)]
+    assert [k for k in sampled if k not in ("log_prior", "log_likelihood")] == ["transitions.matrix"]
+
+
+def test_svi_through_the_bridge_fits_an_hmm_to_its_em_map(x64):
+    """A delta guide on the bridge maximises the same objective as EM: the two maxima agree."""
+    from numpyro.infer.autoguide import AutoDelta
+
+    from pssm.inference import fit_em
+
+    m = HMM(2, PoissonEmissions(1))
+    truth = _params([0.5, 0.5], [[0.95, 0.05], [0.05, 0.95]], [[2.0], [8.0]])
+    _, y = simulate(jax.random.PRNGKey(2), m, truth, 300)
+    em = fit_em(jax.random.PRNGKey(0), m, truth, y, num_iters=200, tol=1e-10)
+    fn = make_numpyro_model(m, params=truth, frozen=("initial",))
+    guide = AutoDelta(fn, init_loc_fn=numpyro.infer.init_to_value(values=_sites(truth)))
+    svi = SVI(fn, guide, numpyro.optim.optax_to_numpyro(optax.adam(0.02)), Trace_ELBO())
+    res = svi.run(jax.random.PRNGKey(1), 3000, y, progress_bar=False)
+    rates = np.sort(np.asarray(res.params["emissions.rates_auto_loc"]).ravel())
+    np.testing.assert_allclose(rates, np.sort(np.asarray(em.params.emissions.rates).ravel()), rtol=2e-3)
 
 
 def test_svi_elbo_on_linear_gaussian_reaches_kalman_log_likelihood(x64):
@@ -20,7 +83,7 @@ def test_svi_elbo_on_linear_gaussian_reaches_kalman_log_likelihood(x64):
     m = LinearGaussianSSM(1, 1)
     p = m.make_params(dynamics_weights=[[0.9]], dynamics_cov=[[1.0]], emission_weights=[[1.0]], emission_cov=[[0.25]])
     _, y = simulate(jax.random.PRNGKey(0), m, p, 30)
-    fn = make_numpyro_model(m, params=p)
+    fn = make_numpyro_model(m, params=p, frozen=("*",))  # params held fixed: only the states are latent
     svi = SVI(fn, AutoMultivariateNormal(fn), numpyro.optim.optax_to_numpyro(optax.adam(0.02)), Trace_ELBO(16))
     res = svi.run(jax.random.PRNGKey(1), 3000, y, progress_bar=False)
     elbo = -float(np.mean(res.losses[-300:]))
@@ -30,7 +93,7 @@ def test_svi_elbo_on_linear_gaussian_reaches_kalman_log_likelihood(x64):
 
 def test_discrete_model_factor_equals_forward_algorithm(x64):
     m = HMM(2, PoissonEmissions(1))
-    p = HMMParams(jnp.array([0.3, 0.7]), jnp.array([[0.9, 0.1], [0.2, 0.8]]), PoissonParams(jnp.array([[1.0], [5.0]])))
+    p = _params([0.3, 0.7], [[0.9, 0.1], [0.2, 0.8]], [[1.0], [5.0]])
     _, y = simulate(jax.random.PRNGKey(2), m, p, 40)
     fn = make_numpyro_model(m, prior=jax.tree.map(lambda _: None, p), params=p)
     tr = numpyro.handlers.trace(numpyro.handlers.seed(fn, 0)).get_trace(y)
@@ -40,11 +103,11 @@ def test_discrete_model_factor_equals_forward_algorithm(x64):
 
 def test_nuts_recovers_two_poisson_rates_with_states_summed_out(x64):
     m = HMM(2, PoissonEmissions(1))
-    truth = HMMParams(
-        jnp.array([0.5, 0.5]), jnp.array([[0.95, 0.05], [0.05, 0.95]]), PoissonParams(jnp.array([[2.0], [8.0]]))
-    )
+    truth = _params([0.5, 0.5], [[0.95, 0.05], [0.05, 0.95]], [[2.0], [8.0]])
     _, y = simulate(jax.random.PRNGKey(2), m, truth, 300)
-    prior = HMMParams(None, None, PoissonParams(dist.Gamma(2.0, 0.4).expand([2, 1]).to_event(2)))
+    prior = HMMParams(
+        InitialParams(None), TransitionParams(None), PoissonParams(dist.Gamma(2.0, 0.4).expand([2, 1]).to_event(2))
+    )
     fn = make_numpyro_model(m, prior=prior, params=truth)
     assert site_names(prior) == ["emissions.rates"]
     mcmc = MCMC(NUTS(fn), num_warmup=300, num_samples=400, num_chains=1, progress_bar=False)
@@ -56,7 +119,9 @@ def test_nuts_recovers_two_poisson_rates_with_states_summed_out(x64):
 
 def test_fixed_leaf_without_params_is_a_clear_error():
     m = HMM(2, PoissonEmissions(1))
-    prior = HMMParams(None, None, PoissonParams(dist.Gamma(2.0, 0.4).expand([2, 1]).to_event(2)))
+    prior = HMMParams(
+        InitialParams(None), TransitionParams(None), PoissonParams(dist.Gamma(2.0, 0.4).expand([2, 1]).to_event(2))
+    )
     fn = make_numpyro_model(m, prior=prior)
-    with pytest.raises(ValueError, match="initial_probs"):
+    with pytest.raises(ValueError, match="initial.probs"):
         numpyro.handlers.seed(fn, 0)(jnp.zeros((5, 1)))

@@ -7,14 +7,14 @@ import numpy as np
 import numpyro.distributions as dist
 import pytest
 from numpyro.infer.util import log_density
-from pssm.inference.pmmh import ParamSpace, PMMHResult, pmmh
-from pssm.models import LinearGaussianSSM
 
 from pssm import to_arviz
-from pssm.numpyro_model import sample_params
+from pssm.inference.mcmc.pmmh import ParamSpace, PMMHResult, pmmh
+from pssm.inference.numpyro_model import sample_params
+from pssm.models import LinearGaussianSSM, StochasticVolatility
+from pssm.models.testing import ScalarLinearGaussian as ScalarLG
+from pssm.models.testing import scalar_kalman_log_likelihood as scalar_kalman_ll
 from pssm.protocol import simulate
-from pssm.testing import ScalarLinearGaussian as ScalarLG
-from pssm.testing import scalar_kalman_log_likelihood as scalar_kalman_ll
 
 A0, B0 = 3.0, 2.0
 T = 60
@@ -52,8 +52,18 @@ def test_pmmh_matches_exact_posterior_within_mcse(problem):
     """4 chains x 2500 draws (N=60 particles, 500 adaptive warm-up steps): means and sds within 4 MCSEs (ArviZ)
     of the exact posterior (quadrature of the Kalman likelihood, which is also what NUTS targets)."""
     p, y, prior = problem
-    r = pmmh(jax.random.PRNGKey(1), ScalarLG(), y, prior, p, num_samples=2500, num_particles=60, num_warmup=500,
-             num_chains=4, chunk_size=500)
+    r = pmmh(
+        jax.random.PRNGKey(1),
+        ScalarLG(),
+        p,
+        y,
+        prior=prior,
+        num_samples=2500,
+        num_particles=60,
+        num_warmup=500,
+        num_chains=4,
+        chunk_size=500,
+    )
     assert isinstance(r, PMMHResult)
     assert np.all((r.acceptance_rate > 0.05) & (r.acceptance_rate < 0.6)), r.acceptance_rate
     idata = to_arviz(r)
@@ -67,8 +77,18 @@ def test_pmmh_matches_exact_posterior_within_mcse(problem):
         assert abs(draws.mean() - m) < 4 * se_m, (v, draws.mean(), m, se_m)
         assert abs(draws.std() - s) < 4 * se_s, (v, draws.std(), s, se_s)
     # resume from the returned state: no warm-up, the adapted proposal is kept
-    r2 = pmmh(jax.random.PRNGKey(2), ScalarLG(), y, prior, p, num_samples=3, num_particles=60, num_warmup=0,
-              num_chains=4, state=r.state)
+    r2 = pmmh(
+        jax.random.PRNGKey(2),
+        ScalarLG(),
+        p,
+        y,
+        prior=prior,
+        num_samples=3,
+        num_particles=60,
+        num_warmup=0,
+        num_chains=4,
+        state=r.state,
+    )
     np.testing.assert_allclose(r2.proposal_cov, r.proposal_cov, rtol=1e-6)
 
 
@@ -90,13 +110,34 @@ def test_param_space_log_prior_is_numpyro_unconstrained_density(problem):
 def test_pmmh_validation(problem):
     p, y, prior = problem
     m = ScalarLG()
+    kw = dict(num_samples=2, num_particles=10)
     with pytest.raises(ValueError, match="proposal_cov"):
-        pmmh(jax.random.PRNGKey(0), m, y, prior, p, num_samples=2, num_particles=10, proposal_cov=jnp.eye(3))
-    with pytest.raises(ValueError, match="prior"):
-        pmmh(jax.random.PRNGKey(0), m, y, None, p, num_samples=2, num_particles=10)
+        pmmh(jax.random.PRNGKey(0), m, p, y, prior=prior, proposal_cov=jnp.eye(3), **kw)
+    with pytest.raises(ValueError, match="nothing is left to sample"):  # ScalarLG's param_spec has no priors
+        pmmh(jax.random.PRNGKey(0), m, p, y, **kw)
+    with pytest.raises(ValueError, match="frozen"):
+        pmmh(jax.random.PRNGKey(0), m, p, y, prior=prior, frozen=("emission_cov",), **kw)
     with pytest.raises(ValueError, match="init is missing"):
-        pmmh(jax.random.PRNGKey(0), m, y, prior, p, num_samples=2, num_particles=10, init={"dynamics_cov": 1.0})
+        pmmh(jax.random.PRNGKey(0), m, p, y, prior=prior, init={"dynamics_cov": 1.0}, **kw)
     with pytest.raises(ValueError, match="num_warmup"):
-        pmmh(jax.random.PRNGKey(0), m, y, prior, p, num_samples=2, num_particles=10, num_warmup=-1)
+        pmmh(jax.random.PRNGKey(0), m, p, y, prior=prior, num_warmup=-1, **kw)
     with pytest.raises(ValueError, match="resampling"):
-        pmmh(jax.random.PRNGKey(0), m, y, prior, p, num_samples=2, num_particles=10, resampling="nope")
+        pmmh(jax.random.PRNGKey(0), m, p, y, prior=prior, resampling="nope", **kw)
+
+
+def test_pmmh_spec_prior_holds_frozen_leaves_bit_for_bit():
+    """prior=None: the stochastic-volatility spec priors (all three leaves) with ``phi`` frozen — phi is no site, every
+    draw's params carry the given phi bit for bit, and the other leaves move."""
+    sv = StochasticVolatility()
+    p = sv.make_params(mu=-1.0, phi=0.9, sigma=0.4)
+    _, y = simulate(jax.random.PRNGKey(3), sv, p, 40)
+    r = pmmh(
+        jax.random.PRNGKey(4), sv, p, y, frozen=("phi",), num_samples=30, num_particles=32, num_warmup=10, num_chains=2
+    )
+    assert r.names == ["mu", "sigma"] and set(r.samples) == {"mu", "sigma"}
+    assert r.params.phi.shape == (2, 30)
+    assert np.all(r.params.phi == np.asarray(p.phi)) and r.params.phi.dtype == np.asarray(p.phi).dtype
+    np.testing.assert_array_equal(r.params.mu, r.samples["mu"])
+    assert np.ptp(r.samples["mu"]) > 0 and np.ptp(r.samples["sigma"]) > 0
+    with pytest.raises(ValueError, match="nothing is left to sample"):
+        pmmh(jax.random.PRNGKey(4), sv, p, y, frozen=("*",), num_samples=2, num_particles=8)

@@ -5,19 +5,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from pssm.inference import kalman_log_likelihood, kalman_posterior_sample, kalman_smoother
-from pssm.inference.ppg import PPGResult, PPGState, paris_particle_gibbs, paris_sweep, ppg_step
-from pssm.inference.smc import AdditiveFunctional, ExactBackward, FeynmanKac, paris, score_functional
-from pssm.models import LinearGaussianSSM
 
 from pssm import to_arviz
+from pssm.inference import kalman_log_likelihood, kalman_posterior_sample, kalman_smoother
+from pssm.inference.mcmc.ppg import PPGResult, PPGState, paris_particle_gibbs, paris_sweep, ppg_step
+from pssm.inference.smc import AdditiveFunctional, ExactBackward, FeynmanKac, paris, score_functional
+from pssm.models import LinearGaussianSSM
+from pssm.models.testing import ScalarLinearGaussian as ScalarLG
 from pssm.protocol import simulate
-from pssm.testing import ScalarLinearGaussian as ScalarLG
 
 
 def _params(rho=0.9, sx=1.0, sy=0.5):
-    return LinearGaussianSSM(1, 1).make_params(dynamics_weights=[[rho]], dynamics_cov=[[sx**2]],
-                                               emission_weights=[[1.0]], emission_cov=[[sy**2]])
+    return LinearGaussianSSM(1, 1).make_params(
+        dynamics_weights=[[rho]], dynamics_cov=[[sx**2]], emission_weights=[[1.0]], emission_cov=[[sy**2]]
+    )
 
 
 def test_ppg_refresh_leaves_smoothing_distribution_invariant():
@@ -58,8 +59,11 @@ def test_ppg_bias_of_the_score_is_at_most_a_fifth_of_paris_bias():
     h = score_functional(m, p)
     pick = lambda est: est.dynamics_weights[0, 0]  # noqa: E731
     kern = ExactBackward()
-    run_paris = jax.jit(jax.vmap(lambda k: pick(paris(k, m, p, y, N, h, resampling="multinomial",
-                                                       ess_threshold=1.0, backward=kern).estimate)))
+    run_paris = jax.jit(
+        jax.vmap(
+            lambda k: pick(paris(k, m, p, y, N, h, resampling="multinomial", ess_threshold=1.0, backward=kern).estimate)
+        )
+    )
     e = np.asarray(run_paris(jax.random.split(jax.random.PRNGKey(4), 200)), np.float64)
     paris_bias, paris_se = e.mean() - true, e.std(ddof=1) / np.sqrt(e.size)
 
@@ -90,8 +94,19 @@ def test_paris_particle_gibbs_api_resume_arviz_and_validation():
     _, y = simulate(jax.random.PRNGKey(6), LinearGaussianSSM(1, 1), p, T)
     m = ScalarLG()
     h = AdditiveFunctional.from_fn(lambda xp, x, t: x * xp, lambda x0: x0**2)  # S = x_0^2 + sum_t x_t x_{t-1}
-    r = paris_particle_gibbs(jax.random.PRNGKey(7), m, p, y, h, 16, 6, 2, backward=ExactBackward(),
-                             store_paths=True, chunk_size=4)
+    r = paris_particle_gibbs(
+        jax.random.PRNGKey(7),
+        m,
+        p,
+        y,
+        functional=h,
+        num_particles=16,
+        num_iters=6,
+        burn_in=2,
+        backward=ExactBackward(),
+        store_paths=True,
+        chunk_size=4,
+    )
     assert isinstance(r, PPGResult)
     assert r.estimates.shape == (6, 1) and r.paths.shape == (6, T, 1)
     np.testing.assert_allclose(r.estimate, r.estimates[2:].mean(0), rtol=1e-5)
@@ -106,11 +121,12 @@ def test_paris_particle_gibbs_api_resume_arviz_and_validation():
     assert idata.posterior["path"].dims == ("chain", "draw", "time", "latent_dim")
     assert idata.posterior["estimate"].shape == (1, 6, 1)
     assert set(idata.sample_stats.data_vars) == {"log_likelihood_estimate", "ess"}
+    kw = dict(functional=h, num_particles=16, num_iters=5)
     with pytest.raises(ValueError, match="burn_in"):
-        paris_particle_gibbs(jax.random.PRNGKey(7), m, p, y, h, 16, 5, 5)
+        paris_particle_gibbs(jax.random.PRNGKey(7), m, p, y, burn_in=5, **kw)
     with pytest.raises(ValueError, match="num_backward"):
-        paris_particle_gibbs(jax.random.PRNGKey(7), m, p, y, h, 16, 5, 1, num_backward=0)
+        paris_particle_gibbs(jax.random.PRNGKey(7), m, p, y, burn_in=1, num_backward=0, **kw)
     with pytest.raises(ValueError, match="frozen_path"):
-        paris_particle_gibbs(jax.random.PRNGKey(7), m, p, y, h, 16, 5, 1, state=PPGState(jnp.zeros((3, 1))))
+        paris_particle_gibbs(jax.random.PRNGKey(7), m, p, y, burn_in=1, state=PPGState(jnp.zeros((3, 1))), **kw)
     with pytest.raises(TypeError, match="key"):
-        paris_particle_gibbs(0, m, p, y, h, 16, 5, 1)
+        paris_particle_gibbs(0, m, p, y, burn_in=1, **kw)

@@ -7,9 +7,11 @@ import numpy as np
 import numpyro.distributions as dist
 import optax
 import pytest
+
+from pssm import to_arviz
 from pssm.inference import kalman_log_likelihood, kalman_smoother
-from pssm.inference.score_ascent import ScoreAscentResult, score_ascent
-from pssm.inference.score_climbing import (
+from pssm.inference.optim.score_ascent import ScoreAscentResult, score_ascent
+from pssm.inference.optim.score_climbing import (
     gaussian_markov_q_init,
     markov_score_climbing,
     q_log_prob,
@@ -18,13 +20,12 @@ from pssm.inference.score_climbing import (
 )
 from pssm.inference.smc import ExactBackward
 from pssm.models import LinearGaussianSSM
-
-from pssm import to_arviz
+from pssm.models.testing import ScalarLinearGaussian as ScalarLG
 from pssm.protocol import simulate
-from pssm.testing import ScalarLinearGaussian as ScalarLG
 
-P0 = LinearGaussianSSM(1, 1).make_params(dynamics_weights=[[0.8]], dynamics_cov=[[1.0]], emission_weights=[[1.0]],
-                                         emission_cov=[[0.25]])
+P0 = LinearGaussianSSM(1, 1).make_params(
+    dynamics_weights=[[0.8]], dynamics_cov=[[1.0]], emission_weights=[[1.0]], emission_cov=[[0.25]]
+)
 
 
 def params_fn(th):
@@ -61,8 +62,19 @@ def test_score_ascent_reaches_the_kalman_mle(estimator, num_particles, tol):
     th0 = {"rho": jnp.asarray(0.5), "log_sx": jnp.asarray(-0.5)}
     mle = kalman_mle(y, th0)
     opt = optax.adam(optax.exponential_decay(0.05, 60, 0.5))
-    r = score_ascent(jax.random.PRNGKey(1), ScalarLG(), y, th0, params_fn, opt, 250, estimator=estimator,
-                     num_particles=num_particles, backward=ExactBackward(), chunk_size=125)
+    r = score_ascent(
+        jax.random.PRNGKey(1),
+        ScalarLG(),
+        th0,
+        y,
+        params_fn=params_fn,
+        optimizer=opt,
+        num_iters=250,
+        estimator=estimator,
+        num_particles=num_particles,
+        backward=ExactBackward(),
+        chunk_size=125,
+    )
     assert isinstance(r, ScoreAscentResult)
     assert r.theta_trace["rho"].shape == (250,) and r.log_likelihood_trace.shape == (250,)
     assert rel_err(r.theta_average, mle) < tol, (r.theta_average, mle)
@@ -75,22 +87,58 @@ def test_score_ascent_resumes_and_validates():
     _, y = simulate(jax.random.PRNGKey(0), LinearGaussianSSM(1, 1), P0, 20)
     th0 = {"rho": jnp.asarray(0.5), "log_sx": jnp.asarray(0.0)}
     opt = optax.sgd(1e-3)
-    r = score_ascent(jax.random.PRNGKey(1), ScalarLG(), y, th0, params_fn, opt, 3, estimator="ppg", num_particles=8)
-    r2 = score_ascent(jax.random.PRNGKey(2), ScalarLG(), y, None, params_fn, opt, 2, estimator="ppg",
-                      num_particles=8, state=r.state)
+    kw = dict(params_fn=params_fn, optimizer=opt, num_iters=3)
+    r = score_ascent(jax.random.PRNGKey(1), ScalarLG(), th0, y, estimator="ppg", num_particles=8, **kw)
+    r2 = score_ascent(
+        jax.random.PRNGKey(2),
+        ScalarLG(),
+        None,
+        y,
+        **{**kw, "num_iters": 2},
+        estimator="ppg",
+        num_particles=8,
+        state=r.state,
+    )
     assert int(r2.state.iteration) == 5
     with pytest.raises(ValueError, match="estimator"):
-        score_ascent(jax.random.PRNGKey(1), ScalarLG(), y, th0, params_fn, opt, 3, estimator="sgd")
+        score_ascent(jax.random.PRNGKey(1), ScalarLG(), th0, y, estimator="sgd", **kw)
     with pytest.raises(TypeError, match="optax"):
-        score_ascent(jax.random.PRNGKey(1), ScalarLG(), y, th0, params_fn, "adam", 3)
+        score_ascent(jax.random.PRNGKey(1), ScalarLG(), th0, y, **{**kw, "optimizer": "adam"})
     with pytest.raises(ValueError, match="params_fn"):
-        score_ascent(jax.random.PRNGKey(1), ScalarLG(), y, {"x": 1.0}, params_fn, opt, 3)
+        score_ascent(jax.random.PRNGKey(1), ScalarLG(), {"x": 1.0}, y, **kw)
+    with pytest.raises(KeyError, match="log_sx"):
+        score_ascent(jax.random.PRNGKey(1), ScalarLG(), th0, y, frozen=("sigma",), **kw)
+
+
+def test_score_ascent_frozen_leaves_stay_bit_for_bit():
+    """frozen=("log_sx",): that leaf of every iterate equals theta0's bit for bit although AdamW's weight decay moves
+    a leaf even at zero gradient (checked below); rho moves."""
+    _, y = simulate(jax.random.PRNGKey(0), LinearGaussianSSM(1, 1), P0, 20)
+    th0 = {"rho": jnp.asarray(0.5), "log_sx": jnp.asarray(-0.3)}
+    opt = optax.adamw(0.05, weight_decay=0.1)
+    zero = jax.tree.map(jnp.zeros_like, th0)
+    assert float(opt.update(zero, opt.init(th0), th0)[0]["log_sx"]) != 0.0  # unfrozen it would move
+    r = score_ascent(
+        jax.random.PRNGKey(1),
+        ScalarLG(),
+        th0,
+        y,
+        params_fn=params_fn,
+        optimizer=opt,
+        num_iters=4,
+        frozen=("log_sx",),
+        num_particles=8,
+    )
+    ls = np.asarray(r.theta_trace["log_sx"])
+    start = np.asarray(th0["log_sx"], ls.dtype).tobytes()
+    assert ls.shape == (4,) and all(v.tobytes() == start for v in ls)
+    assert np.asarray(r.theta["log_sx"]).tobytes() == start
+    assert np.ptp(np.asarray(r.theta_trace["rho"])) > 1e-3
 
 
 def test_gaussian_markov_q_log_prob_and_marginals():
     q = gaussian_markov_q_init(4, 2)
-    q = q._replace(weights=q.weights + 0.5 * jnp.eye(2), bias=q.bias + 0.1,
-                   chol=q.chol.at[:, 1, 0].set(0.3))
+    q = q._replace(weights=q.weights + 0.5 * jnp.eye(2), bias=q.bias + 0.1, chol=q.chol.at[:, 1, 0].set(0.3))
     xs = jax.jit(jax.vmap(lambda k: q_sample(k, q)))(jax.random.split(jax.random.PRNGKey(0), 20000))
     m, P = q_marginals(q)
     np.testing.assert_allclose(xs.mean(0), m, atol=0.05)
@@ -113,8 +161,19 @@ def test_markov_score_climbing_reaches_the_rts_smoother(kernel, proposal):
     sm = kalman_smoother(P0, y)
     n_it = 1000 if kernel == "csmc" else 800
     opt = optax.adam(optax.cosine_decay_schedule(0.05, n_it, 0.02))
-    r = markov_score_climbing(jax.random.PRNGKey(2), ScalarLG(), P0, y, opt, n_it, num_particles=10, num_chains=8,
-                              kernel=kernel, proposal=proposal, chunk_size=500)
+    r = markov_score_climbing(
+        jax.random.PRNGKey(2),
+        ScalarLG(),
+        P0,
+        y,
+        optimizer=opt,
+        num_iters=n_it,
+        num_particles=10,
+        num_chains=8,
+        kernel=kernel,
+        proposal=proposal,
+        chunk_size=500,
+    )
     sd = np.sqrt(np.asarray(sm.smoothed_covs[:, 0, 0]))
     z = (np.asarray(r.means[:, 0]) - np.asarray(sm.smoothed_means[:, 0])) / sd
     ratio = np.sqrt(np.asarray(r.covs[:, 0, 0])) / sd

@@ -5,7 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
 import pytest
-from pssm.inference.kalman import kalman_filter
+
+from pssm.arviz import to_arviz
+from pssm.inference.exact.kalman import kalman_filter
 from pssm.inference.smc import (
     RESAMPLERS,
     FeynmanKac,
@@ -14,17 +16,19 @@ from pssm.inference.smc import (
     particle_filter,
     resampling,
 )
-from pssm.models.linear_gaussian import LinearGaussianSSM
-
-from pssm.arviz import to_arviz
+from pssm.models.nonlinear.linear_gaussian import LinearGaussianSSM
+from pssm.models.testing import ScalarLinearGaussian as ScalarLG
 from pssm.protocol import SSM, simulate
-from pssm.testing import ScalarLinearGaussian as ScalarLG
 
 
 def scalar_params(rho=0.9, q=1.0, r=0.25, m0=0.0, p0=1.0):
     return LinearGaussianSSM(1, 1).make_params(
-        dynamics_weights=[[rho]], dynamics_cov=[[q]], emission_weights=[[1.0]], emission_cov=[[r]],
-        initial_mean=[m0], initial_cov=[[p0]],
+        dynamics_weights=[[rho]],
+        dynamics_cov=[[q]],
+        emission_weights=[[1.0]],
+        emission_cov=[[r]],
+        initial_mean=[m0],
+        initial_cov=[[p0]],
     )
 
 
@@ -115,8 +119,13 @@ def test_guided_optimal_proposal_beats_bootstrap_and_auxiliary_unbiased(x64):
     assert rg.var() < 0.05 * rb.var(), (rg.var(), rb.var())
 
     def lookahead(p, x, t, y, u):  # log N(y; H F x, H Q H' + R), the exact predictive
-        return dist.Normal(p.emission_weights @ (p.dynamics_weights @ x),
-                           jnp.sqrt(p.dynamics_cov[0, 0] + p.emission_cov[0, 0])).log_prob(y).sum()
+        return (
+            dist.Normal(
+                p.emission_weights @ (p.dynamics_weights @ x), jnp.sqrt(p.dynamics_cov[0, 0] + p.emission_cov[0, 0])
+            )
+            .log_prob(y)
+            .sum()
+        )
 
     # fully adapted auxiliary filter (exact predictive look-ahead + optimal proposal): equal second-stage weights
     fk = FeynmanKac.auxiliary(model, lookahead, model.proposal, model.initial_proposal)
@@ -184,6 +193,10 @@ class _Boxed(SSM):
 
     def emission(self, params, state, t, inputs=None):
         return dist.Uniform(state - 1.0, state + 1.0)
+
+    @property
+    def emission_shape(self):
+        return ()
 
     def param_constraints(self):
         return ()

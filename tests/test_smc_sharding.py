@@ -12,7 +12,7 @@ SCRIPT = r"""
 import json
 import jax, jax.numpy as jnp
 from pssm.inference.smc import particle_filter, paris, particle_sharding, AdditiveFunctional
-from pssm.models.nonlinear import StochasticVolatility
+from pssm.models.nonlinear.models import StochasticVolatility
 from pssm.protocol import simulate
 
 assert len(jax.devices()) == 4, jax.devices()

@@ -5,7 +5,10 @@ import jax.numpy as jnp
 import matplotlib
 import numpy as np
 import pytest
-from pssm.inference.kalman import kalman_log_likelihood, kalman_smoother
+from test_smc_filter import ScalarLG, scalar_params
+
+from pssm.arviz import to_arviz
+from pssm.inference.exact.kalman import kalman_log_likelihood, kalman_smoother
 from pssm.inference.smc import (
     AdditiveFunctional,
     ExactBackward,
@@ -22,9 +25,6 @@ from pssm.inference.smc import (
     particle_smoother,
     plot_smoothed_states,
 )
-from test_smc_filter import ScalarLG, scalar_params
-
-from pssm.arviz import to_arviz
 from pssm.protocol import simulate
 
 matplotlib.use("Agg")
@@ -90,8 +90,12 @@ def test_three_backward_kernels_agree(x64):
 
     bound = jax.scipy.stats.norm.logpdf(0.0, 0.0, 0.7)
     exact = np.exp(np.asarray(jax.vmap(lambda x: backward.backward_log_weights(lt, xp, lw, x))(xn)))
-    kernels = [ExactBackward(chunk_size=3), RejectionBackward(), RejectionBackward(num_proposals=1, fallback_chunk=3),
-               MCMCBackward(num_steps=25)]
+    kernels = [
+        ExactBackward(chunk_size=3),
+        RejectionBackward(),
+        RejectionBackward(num_proposals=1, fallback_chunk=3),
+        MCMCBackward(num_steps=25),
+    ]
     for kern in kernels:
         idx = jax.jit(lambda k: kern(k, lt, xp, lw, xn, anc, bound, D))(jax.random.key(7))  # noqa: B023
         assert idx.shape == (M, D)
@@ -144,8 +148,13 @@ def test_paris_streaming_equals_offline_and_results(lg_data):
         state = step(k, state, y)
     np.testing.assert_allclose(state.tau, res.final_state.tau, rtol=1e-5)
     # memory: the carried state has the same shapes whatever the length of the data
-    shapes = [jax.eval_shape(lambda y: paris(jax.random.key(0), model, params, y, 128, fn).final_state,  # noqa: B023
-                             jnp.zeros((n, 1))) for n in (10, 10_000)]
+    shapes = [
+        jax.eval_shape(
+            lambda y: paris(jax.random.key(0), model, params, y, 128, fn).final_state,  # noqa: B023
+            jnp.zeros((n, 1)),
+        )
+        for n in (10, 10_000)
+    ]
     assert jax.tree.map(lambda a: a.shape, shapes[0]) == jax.tree.map(lambda a: a.shape, shapes[1])
     idata = to_arviz(res)
     assert "ess" in idata.sample_stats and "estimate" in idata.posterior

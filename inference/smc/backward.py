@@ -31,6 +31,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int, PRNGKeyArray
+
 from pssm.inference.smc.resampling import multinomial_with_uniforms, normalize_log_weights
 
 __all__ = [
@@ -73,8 +74,7 @@ class BackwardKernel(eqx.Module):
         ancestors: Int[Array, " M"] | None,
         log_bound: Float[Array, ""] | None,
         num_draws: int,
-    ) -> Int[Array, "M D"]:
-        ...
+    ) -> Int[Array, "M D"]: ...
 
 
 def _block_size(n: int) -> int:
@@ -195,10 +195,12 @@ class ExactBackward(BackwardKernel):
         if self.chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1; got {self.chunk_size}.")
 
-    def __call__(self, key, log_transition, particles_prev, log_weights_prev, particles_next, ancestors, log_bound,
-                 num_draws):
-        return _exact_rows(key, log_transition, particles_prev, log_weights_prev, particles_next, num_draws,
-                           self.chunk_size)
+    def __call__(
+        self, key, log_transition, particles_prev, log_weights_prev, particles_next, ancestors, log_bound, num_draws
+    ):
+        return _exact_rows(
+            key, log_transition, particles_prev, log_weights_prev, particles_next, num_draws, self.chunk_size
+        )
 
 
 class RejectionBackward(BackwardKernel):
@@ -224,12 +226,11 @@ class RejectionBackward(BackwardKernel):
             raise ValueError("num_proposals and fallback_chunk must be >= 1.")
         for frac, k in self.retries:
             if not (0.0 <= frac <= 1.0 and int(k) == k and k >= 0):
-                raise ValueError(
-                    f"retries must be (fraction in [0, 1], proposals >= 0) pairs; got {self.retries!r}."
-                )
+                raise ValueError(f"retries must be (fraction in [0, 1], proposals >= 0) pairs; got {self.retries!r}.")
 
-    def __call__(self, key, log_transition, particles_prev, log_weights_prev, particles_next, ancestors, log_bound,
-                 num_draws):
+    def __call__(
+        self, key, log_transition, particles_prev, log_weights_prev, particles_next, ancestors, log_bound, num_draws
+    ):
         if log_bound is None:
             raise ValueError(
                 "RejectionBackward needs log_bound, an upper bound on log f(x_next | x_prev); the model defines no "
@@ -260,20 +261,24 @@ class RejectionBackward(BackwardKernel):
             sl = slice(start, start + cap * k)
             start += cap * k
             if r == 0:
-                out, ok = first_accepted(jnp.arange(pairs, dtype=jnp.int32), props[sl].reshape(cap, k),
-                                         log_u[sl].reshape(cap, k))
+                out, ok = first_accepted(
+                    jnp.arange(pairs, dtype=jnp.int32), props[sl].reshape(cap, k), log_u[sl].reshape(cap, k)
+                )
                 continue
             retry = jnp.nonzero(~ok, size=cap, fill_value=pairs)[0].astype(jnp.int32)
-            pick, got = first_accepted(jnp.minimum(retry, pairs - 1), props[sl].reshape(cap, k),
-                                       log_u[sl].reshape(cap, k))
+            pick, got = first_accepted(
+                jnp.minimum(retry, pairs - 1), props[sl].reshape(cap, k), log_u[sl].reshape(cap, k)
+            )
             dest = jnp.where(got & (retry < pairs), retry, pairs)
             out = out.at[dest].set(pick, mode="drop")
             ok = ok.at[dest].set(True, mode="drop")
-        return self._fallback(k_fb, log_transition, particles_prev, log_weights_prev, particles_next, out, ~ok,
-                              d, log_bound).reshape(m, d)
+        return self._fallback(
+            k_fb, log_transition, particles_prev, log_weights_prev, particles_next, out, ~ok, d, log_bound
+        ).reshape(m, d)
 
-    def _fallback(self, key, log_transition, particles_prev, log_weights_prev, particles_next, out, failed, d,
-                  log_bound):
+    def _fallback(
+        self, key, log_transition, particles_prev, log_weights_prev, particles_next, out, failed, d, log_bound
+    ):
         total = out.shape[0]
         chunk = min(self.fallback_chunk, total)
         count = jnp.sum(failed)
@@ -286,8 +291,9 @@ class RejectionBackward(BackwardKernel):
             c, res = carry
             pos = jax.lax.dynamic_slice(order, (c * chunk,), (chunk,))
             valid = c * chunk + jnp.arange(chunk) < count
-            draws = _exact_batch(jax.random.fold_in(key, c), log_transition, xpb, lwb, _take(particles_next, pos // d),
-                                 1, log_bound)[:, 0]
+            draws = _exact_batch(
+                jax.random.fold_in(key, c), log_transition, xpb, lwb, _take(particles_next, pos // d), 1, log_bound
+            )[:, 0]
             res = res.at[jnp.where(valid, pos, total)].set(draws, mode="drop")
             return c + 1, res
 
@@ -308,8 +314,9 @@ class MCMCBackward(BackwardKernel):
         if self.num_steps < 1:
             raise ValueError(f"num_steps must be >= 1; got {self.num_steps}.")
 
-    def __call__(self, key, log_transition, particles_prev, log_weights_prev, particles_next, ancestors, log_bound,
-                 num_draws):
+    def __call__(
+        self, key, log_transition, particles_prev, log_weights_prev, particles_next, ancestors, log_bound, num_draws
+    ):
         if ancestors is None:
             raise ValueError("MCMCBackward needs the ancestors of particles_next (genealogy parents) to start from.")
         m = particles_next.shape[0]

@@ -21,11 +21,11 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int, PRNGKeyArray
+
+from pssm.arviz import summary_group, to_arviz
 from pssm.inference.smc.backward import BackwardKernel, ExactBackward
 from pssm.inference.smc.filter import ParticleHistory, as_feynman_kac, particle_filter, validate_sequence
 from pssm.inference.smc.resampling import multinomial, normalize_log_weights
-
-from pssm.arviz import summary_group, to_arviz
 from pssm.protocol import SSM, PyTree
 
 __all__ = ["FFBSiResult", "MarginalSmootherResult", "ffbsi", "marginal_smoother", "particle_smoother"]
@@ -142,8 +142,9 @@ def _marginal(model, params, history, inputs, chunk_size):
     def body(lw_next_smooth, xs):
         x_prev, lw_prev, x_next, t_next, u_next = xs
         lt = _log_transition_at(model, params, t_next, u_next)
-        xn = jnp.concatenate([x_next, jnp.repeat(x_next[:1], pad, axis=0)], axis=0).reshape((n_chunks, c)
-                                                                                          + x_next.shape[1:])
+        xn = jnp.concatenate([x_next, jnp.repeat(x_next[:1], pad, axis=0)], axis=0).reshape(
+            (n_chunks, c) + x_next.shape[1:]
+        )
         ln = jnp.concatenate([lw_next_smooth, jnp.full((pad,), -jnp.inf, lw_next_smooth.dtype)]).reshape(n_chunks, c)
 
         def chunk(acc, args):
@@ -161,8 +162,13 @@ def _marginal(model, params, history, inputs, chunk_size):
         return lw_s, lw_s
 
     u_next = None if inputs is None else jax.tree.map(lambda a: a[1:], inputs)
-    xs = (history.particles[:-1], history.log_weights[:-1], history.particles[1:], jnp.arange(1, T, dtype=jnp.int32),
-          u_next)
+    xs = (
+        history.particles[:-1],
+        history.log_weights[:-1],
+        history.particles[1:],
+        jnp.arange(1, T, dtype=jnp.int32),
+        u_next,
+    )
     lw_last = history.log_weights[-1]
     _, lws = jax.lax.scan(body, lw_last, xs, reverse=True)
     lws = jnp.concatenate([lws, lw_last[None]], axis=0)
@@ -189,10 +195,20 @@ def particle_smoother(
     ess_threshold: float = 0.5,
 ) -> FFBSiResult:
     """Run a bootstrap (or given :class:`FeynmanKac`) filter with history, then FFBSi."""
-    emissions, mask = validate_sequence(emissions, inputs, mask)
+    emissions, mask, inputs = validate_sequence(emissions, inputs, mask)  # particle_filter prepares the inputs
     kf, kb = jax.random.split(key)
-    fr = particle_filter(kf, model, params, emissions, num_particles, inputs=inputs, mask=mask,
-                         resampling=resampling, ess_threshold=ess_threshold, history=True)
+    fr = particle_filter(
+        kf,
+        model,
+        params,
+        emissions,
+        num_particles,
+        inputs=inputs,
+        mask=mask,
+        resampling=resampling,
+        ess_threshold=ess_threshold,
+        history=True,
+    )
     res = ffbsi(kb, model, params, fr.history, num_trajectories, backward=backward, inputs=inputs)
     return res._replace(log_likelihood=fr.log_likelihood)
 
@@ -223,8 +239,7 @@ def _ffbsi_to_arviz(result: FFBSiResult, *, observations: Array | None = None, t
 
 
 @to_arviz.register(MarginalSmootherResult)
-def _marginal_to_arviz(result: MarginalSmootherResult, *, interval: float = 0.9,
-                       observations: Array | None = None):
+def _marginal_to_arviz(result: MarginalSmootherResult, *, interval: float = 0.9, observations: Array | None = None):
     """Smoothed means, standard deviations and Gaussian ``interval`` bands (single draw) over ``time``."""
     import numpy as np
     from scipy.stats import norm
@@ -239,4 +254,3 @@ def _marginal_to_arviz(result: MarginalSmootherResult, *, interval: float = 0.9,
     if obs is not None:
         d["y"] = ["time"] + [f"obs_dim_{k}" if k else "obs_dim" for k in range(obs["y"].ndim - 1)]
     return summary_group(post, d, observed_data=obs)
-

@@ -28,6 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpyro.distributions as dist
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
+
+from pssm.arviz import summary_group, to_arviz
 from pssm.inference.smc.resampling import (
     Resampler,
     ess_of_normalized,
@@ -35,9 +37,7 @@ from pssm.inference.smc.resampling import (
     log_ess,
     normalize_log_weights,
 )
-
-from pssm.arviz import summary_group, to_arviz
-from pssm.protocol import SSM, PyTree, inputs_at
+from pssm.protocol import SSM, PyTree, inputs_at, model_inputs
 
 __all__ = [
     "FeynmanKac",
@@ -303,8 +303,9 @@ def filter_init(
     lw, inc = normalize_log_weights(base + lw)
     lw = _constrain(lw, sharding)
     state = ParticleFilterState(x0, lw, inc, ~jnp.isfinite(inc), jnp.zeros((), jnp.int32))
-    info = ParticleFilterInfo(jnp.arange(num_particles, dtype=jnp.int32), jnp.asarray(False), ess_of_normalized(lw),
-                              inc)
+    info = ParticleFilterInfo(
+        jnp.arange(num_particles, dtype=jnp.int32), jnp.asarray(False), ess_of_normalized(lw), inc
+    )
     return state, info
 
 
@@ -348,9 +349,11 @@ def _identity(x):
     return x
 
 
-def validate_sequence(emissions, inputs, mask, name: str = "emissions"):
-    """Boundary checks for a sequence input: returns ``(emissions, mask)`` as jax arrays (mask defaults to all
-    observed); every ``inputs`` leaf must share the leading time axis."""
+def validate_sequence(emissions, inputs, mask, name: str = "emissions", *, model=None):
+    """Boundary checks for one sequence: returns ``(emissions, mask, inputs)`` as jax arrays (mask defaults to all
+    observed); every ``inputs`` leaf must share the leading time axis.  With ``model`` (an SSM or FeynmanKac) the
+    per-step shape is checked against ``model.emission_shape`` and ``inputs`` becomes the model inputs
+    (:func:`pssm.protocol.model_inputs`: lagged features for AR and GLM emissions)."""
     if emissions is None:
         raise TypeError(f"{name} is None; pass an array with a leading time axis.")
     emissions = jnp.asarray(emissions)
@@ -367,7 +370,18 @@ def validate_sequence(emissions, inputs, mask, name: str = "emissions"):
         if mask.shape != (T,):
             raise ValueError(f"mask must have shape ({T},) (True = observed); got {mask.shape}.")
         mask = mask.astype(bool)
-    return emissions, mask
+    if model is not None:
+        ssm = model.model if isinstance(model, FeynmanKac) else model
+        want = tuple(ssm.emission_shape)
+        got = tuple(emissions.shape[1:])
+        if got != want and not (want == (1,) and got == ()):
+            raise ValueError(
+                f"{name} has per-step shape {got} but {type(ssm).__name__} declares emission_shape {want}; give "
+                f"one sequence (T, *{want}) (vmap over sequences for a batch)."
+            )
+        if ssm.emission_lags:
+            inputs = model_inputs(ssm, emissions, inputs)
+    return emissions, mask, inputs
 
 
 def _validate_common(num_particles, ess_threshold, sharding):
@@ -405,18 +419,29 @@ def particle_filter(
     ``mask[t] == False`` drops the emission term at ``t``.
     """
     fk = as_feynman_kac(model)
-    emissions, mask = validate_sequence(emissions, inputs, mask)
+    emissions, mask, inputs = validate_sequence(emissions, inputs, mask, model=fk)
     _validate_common(num_particles, ess_threshold, sharding)
     get_resampler(resampling)
     return _particle_filter(
-        key, fk, params, emissions, inputs, mask, num_particles, resampling, float(ess_threshold),
-        test_fn or _identity, bool(history), sharding,
+        key,
+        fk,
+        params,
+        emissions,
+        inputs,
+        mask,
+        num_particles,
+        resampling,
+        float(ess_threshold),
+        test_fn or _identity,
+        bool(history),
+        sharding,
     )
 
 
 @eqx.filter_jit
-def _particle_filter(key, fk, params, emissions, inputs, mask, num_particles, resampling, ess_threshold, test_fn,
-                     history, sharding) -> ParticleFilterResult:
+def _particle_filter(
+    key, fk, params, emissions, inputs, mask, num_particles, resampling, ess_threshold, test_fn, history, sharding
+) -> ParticleFilterResult:
     T = emissions.shape[0]
     k0, key = jax.random.split(key)
     state, info0 = filter_init(k0, fk, params, emissions[0], num_particles, inputs_at(inputs, 0), mask[0], sharding)
@@ -434,8 +459,9 @@ def _particle_filter(key, fk, params, emissions, inputs, mask, num_particles, re
 
     def body(state, xs):
         k, y, u, obs = xs
-        state, info = filter_step(k, state, fk, params, y, u, obs, resampling=resampling,
-                                  ess_threshold=ess_threshold, sharding=sharding)
+        state, info = filter_step(
+            k, state, fk, params, y, u, obs, resampling=resampling, ess_threshold=ess_threshold, sharding=sharding
+        )
         return state, out(state, info)
 
     first = out(state, info0)
@@ -466,13 +492,22 @@ def _filter_to_arviz(result: ParticleFilterResult, *, observations: Array | None
         name = "filtered" + "".join(f"_{getattr(p, 'name', getattr(p, 'key', getattr(p, 'idx', '')))}" for p in path)
         post[name] = np.asarray(leaf)
         dims[name] = ["time"] + [f"latent_dim_{k}" if k else "latent_dim" for k in range(np.ndim(leaf) - 1)]
-    stats = {"ess": np.asarray(result.ess), "resampled": np.asarray(result.resampled),
-             "collapsed": np.asarray(result.collapsed), "log_likelihood_estimate": np.asarray(result.log_likelihood)}
+    stats = {
+        "ess": np.asarray(result.ess),
+        "resampled": np.asarray(result.resampled),
+        "collapsed": np.asarray(result.collapsed),
+        "log_likelihood_estimate": np.asarray(result.log_likelihood),
+    }
     dims.update({"ess": ["time"], "resampled": ["time"], "y": ["time"]})
     obs = None
     if observations is not None:
         obs_arr = np.asarray(observations)
         obs = {"y": obs_arr}
         dims["y"] = ["time"] + [f"obs_dim_{k}" if k else "obs_dim" for k in range(obs_arr.ndim - 1)]
-    return summary_group(post, dims, observed_data=obs, sample_stats=stats,
-                         log_likelihood={"y": np.asarray(result.log_likelihood_increments)})
+    return summary_group(
+        post,
+        dims,
+        observed_data=obs,
+        sample_stats=stats,
+        log_likelihood={"y": np.asarray(result.log_likelihood_increments)},
+    )

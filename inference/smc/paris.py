@@ -27,6 +27,8 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
+
+from pssm.arviz import summary_group, to_arviz
 from pssm.inference.smc.backward import BackwardKernel, ExactBackward, RejectionBackward, check_backward_kernel
 from pssm.inference.smc.filter import (
     FeynmanKac,
@@ -40,8 +42,6 @@ from pssm.inference.smc.filter import (
     validate_sequence,
 )
 from pssm.inference.smc.resampling import Resampler, get_resampler
-
-from pssm.arviz import summary_group, to_arviz
 from pssm.protocol import SSM, PyTree, inputs_at
 
 __all__ = [
@@ -98,21 +98,22 @@ def as_functional(h) -> AdditiveFunctional:
 def score_functional(model: SSM, params: PyTree) -> AdditiveFunctional:
     """The Fisher-identity score: :math:`h_t = \\nabla_\\theta[\\log f_\\theta(x_t\\mid x_{t-1}) + \\log
     g_\\theta(y_t \\mid x_t)]`, :math:`h_0 = \\nabla_\\theta[\\log \\mu_\\theta(x_0) + \\log g_\\theta(y_0\\mid x_0)]`
-    (``jax.grad`` w.r.t. every leaf of ``params``; masked steps drop the emission term)."""
+    (``equinox.filter_grad`` w.r.t. every inexact-array leaf of ``params``, so params may hold equinox modules with
+    non-array leaves — those get ``None``; masked steps drop the emission term)."""
 
     def step(xp, x, t, y, u, obs):
         def lp(th):
             lg = jnp.where(obs, model.emission(th, x, t, u).log_prob(y), 0.0)
             return model.transition(th, xp, t, u).log_prob(x) + lg
 
-        return jax.grad(lp)(params)
+        return eqx.filter_grad(lp)(params)
 
     def initial(x, y, u, obs):
         def lp(th):
             lg = jnp.where(obs, model.emission(th, x, jnp.zeros((), jnp.int32), u).log_prob(y), 0.0)
             return model.initial(th, u).log_prob(x) + lg
 
-        return jax.grad(lp)(params)
+        return eqx.filter_grad(lp)(params)
 
     return AdditiveFunctional(step, initial)
 
@@ -181,8 +182,7 @@ def paris_tau_update(
     log_bound: Array | None,
 ) -> PyTree:
     """The PaRIS recursion on arrays: ``increment(x_prev, x) = h_t(x_prev, x)``; returns :math:`\\tau_t`."""
-    J = backward(key, log_transition, particles_prev, log_weights_prev, particles, ancestors, log_bound,
-                 num_backward)
+    J = backward(key, log_transition, particles_prev, log_weights_prev, particles, ancestors, log_bound, num_backward)
     return paris_tau_from_indices(tau_prev, particles_prev, particles, J, increment)
 
 
@@ -236,8 +236,19 @@ def paris_update(
     def inc(xp, x):
         return functional.step(xp, x, t, y, u, observed)
 
-    tau = paris_tau_update(key, state.tau, prev.particles, prev.log_weights, filter_state.particles, ancestors, lt,
-                           inc, backward, num_backward, model.log_transition_bound(params, t, u))
+    tau = paris_tau_update(
+        key,
+        state.tau,
+        prev.particles,
+        prev.log_weights,
+        filter_state.particles,
+        ancestors,
+        lt,
+        inc,
+        backward,
+        num_backward,
+        model.log_transition_bound(params, t, u),
+    )
     return PaRISState(filter_state, _constrain(tau, sharding))
 
 
@@ -259,10 +270,33 @@ def paris_step(
 ) -> tuple[PaRISState, ParticleFilterInfo]:
     """One filter step followed by the PaRIS update (streaming: call once per new observation)."""
     k_f, k_b = jax.random.split(key)
-    fstate, info = filter_step(k_f, state.filter, fk, params, y, u, observed, resampling=resampling,
-                               ess_threshold=ess_threshold, sharding=sharding)
-    new = paris_update(k_b, state, fstate, info.ancestors, fk, params, y, u, observed, functional=functional,
-                       backward=backward, num_backward=num_backward, sharding=sharding)
+    fstate, info = filter_step(
+        k_f,
+        state.filter,
+        fk,
+        params,
+        y,
+        u,
+        observed,
+        resampling=resampling,
+        ess_threshold=ess_threshold,
+        sharding=sharding,
+    )
+    new = paris_update(
+        k_b,
+        state,
+        fstate,
+        info.ancestors,
+        fk,
+        params,
+        y,
+        u,
+        observed,
+        functional=functional,
+        backward=backward,
+        num_backward=num_backward,
+        sharding=sharding,
+    )
     return new, info
 
 
@@ -290,7 +324,7 @@ def paris(
     ``t`` (``T`` times the size of the functional).
     """
     fk = as_feynman_kac(model)
-    emissions, mask = validate_sequence(emissions, inputs, mask)
+    emissions, mask, inputs = validate_sequence(emissions, inputs, mask, model=fk)
     _validate_common(num_particles, ess_threshold, sharding)
     get_resampler(resampling)
     if not isinstance(num_backward, int) or num_backward < 1:
@@ -298,17 +332,46 @@ def paris(
     if backward is None:
         backward = default_backward_kernel(fk.model)
     check_backward_kernel(backward, allow_none=False)
-    return _paris(key, fk, params, emissions, inputs, mask, num_particles, as_functional(functional), num_backward,
-                  backward, resampling, float(ess_threshold), bool(return_estimates), sharding)
+    return _paris(
+        key,
+        fk,
+        params,
+        emissions,
+        inputs,
+        mask,
+        num_particles,
+        as_functional(functional),
+        num_backward,
+        backward,
+        resampling,
+        float(ess_threshold),
+        bool(return_estimates),
+        sharding,
+    )
 
 
 @eqx.filter_jit
-def _paris(key, fk, params, emissions, inputs, mask, num_particles, functional, num_backward, backward, resampling,
-           ess_threshold, return_estimates, sharding):
+def _paris(
+    key,
+    fk,
+    params,
+    emissions,
+    inputs,
+    mask,
+    num_particles,
+    functional,
+    num_backward,
+    backward,
+    resampling,
+    ess_threshold,
+    return_estimates,
+    sharding,
+):
     T = emissions.shape[0]
     k0, key = jax.random.split(key)
-    state, info0 = paris_init(k0, fk, params, emissions[0], num_particles, functional, inputs_at(inputs, 0), mask[0],
-                              sharding)
+    state, info0 = paris_init(
+        k0, fk, params, emissions[0], num_particles, functional, inputs_at(inputs, 0), mask[0], sharding
+    )
 
     def out(state, info):
         o = {"ess": info.ess, "resampled": info.resampled}
@@ -318,9 +381,21 @@ def _paris(key, fk, params, emissions, inputs, mask, num_particles, functional, 
 
     def body(state, xs):
         k, y, u, obs = xs
-        state, info = paris_step(k, state, fk, params, y, u, obs, functional=functional, backward=backward,
-                                 num_backward=num_backward, resampling=resampling, ess_threshold=ess_threshold,
-                                 sharding=sharding)
+        state, info = paris_step(
+            k,
+            state,
+            fk,
+            params,
+            y,
+            u,
+            obs,
+            functional=functional,
+            backward=backward,
+            num_backward=num_backward,
+            resampling=resampling,
+            ess_threshold=ess_threshold,
+            sharding=sharding,
+        )
         return state, out(state, info)
 
     first = out(state, info0)
@@ -358,9 +433,7 @@ def _flatten_named(tree, prefix):
     leaves = jax.tree_util.tree_leaves_with_path(tree)
     out = {}
     for path, leaf in leaves:
-        name = prefix + "".join(
-            f"_{getattr(p, 'name', getattr(p, 'key', getattr(p, 'idx', '')))}" for p in path
-        )
+        name = prefix + "".join(f"_{getattr(p, 'name', getattr(p, 'key', getattr(p, 'idx', '')))}" for p in path)
         out[name] = leaf
     return out
 
@@ -379,10 +452,11 @@ def _paris_to_arviz(result: PaRISResult):
         for k, v in _flatten_named(result.estimates, "running_estimate").items():
             post[k] = v
             dims[k] = ["time"] + [f"{k}_dim_{i}" for i in range(np.ndim(v) - 1)]
-    stats = {"ess": np.asarray(result.ess), "resampled": np.asarray(result.resampled),
-             "log_likelihood_estimate": np.asarray(result.log_likelihood),
-             "collapsed": np.asarray(result.collapsed)}
+    stats = {
+        "ess": np.asarray(result.ess),
+        "resampled": np.asarray(result.resampled),
+        "log_likelihood_estimate": np.asarray(result.log_likelihood),
+        "collapsed": np.asarray(result.collapsed),
+    }
     dims.update({"ess": ["time"], "resampled": ["time"]})
     return summary_group(post, dims, sample_stats=stats)
-
-

@@ -10,8 +10,9 @@ __all__ = ["plot_smoothed_states"]
 
 
 def _bands(result: Any, interval: float):
-    from pssm.inference.smc.ffbsi import FFBSiResult, MarginalSmootherResult
     from scipy.stats import norm
+
+    from pssm.inference.smc.ffbsi import FFBSiResult, MarginalSmootherResult
 
     if isinstance(result, FFBSiResult):
         traj = np.asarray(result.trajectories, dtype=float)  # (M, T, ...)

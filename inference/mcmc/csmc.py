@@ -30,6 +30,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
+from tqdm.auto import tqdm
+
+from pssm.arviz import summary_group, to_arviz
 from pssm.inference.smc.backward import BackwardKernel, check_backward_kernel
 from pssm.inference.smc.ffbsi import ffbsi
 from pssm.inference.smc.filter import (
@@ -44,8 +47,6 @@ from pssm.inference.smc.filter import (
     validate_sequence,
 )
 from pssm.inference.smc.resampling import ess_of_normalized, multinomial, normalize_log_weights
-from tqdm.auto import tqdm
-
 from pssm.protocol import SSM, PyTree, inputs_at
 from pssm.validation import check_key
 
@@ -67,7 +68,6 @@ REFERENCE_SLOT = 0
 PATH_METHODS = ("ancestor", "backward", "trace")
 
 
-
 class CSMCResult(NamedTuple):
     path: Array
     """New path ``(T, *event)``."""
@@ -78,6 +78,26 @@ class CSMCResult(NamedTuple):
     indices: Int[Array, " T"]
     """Particle index of the new path at each step (0 = the reference slot)."""
     history: ParticleHistory
+
+
+@to_arviz.register(CSMCResult)
+def _csmc_to_arviz(result: CSMCResult, *, emissions=None) -> Any:
+    """The new path (one draw; dims ``time`` and ``latent_dim_*``), ESS and lineage per step, the conditional
+    filter's log normaliser (a diagnostic)."""
+    path = np.asarray(result.path)
+    dims = {"path": ["time"] + [f"latent_dim_{i}" for i in range(path.ndim - 1)], "ess": ["time"], "indices": ["time"]}
+    observed = None
+    if emissions is not None:
+        y = np.asarray(emissions)
+        dims["y"] = ["time"] + [f"obs_dim_{i}" for i in range(y.ndim - 1)]
+        observed = {"y": y}
+    return summary_group(
+        {"path": path},
+        dims,
+        observed_data=observed,
+        log_likelihood={"log_likelihood": result.log_likelihood},
+        sample_stats={"ess": result.ess, "indices": result.indices},
+    )
 
 
 # ------------------------------------------------------------------------------------------------ kernels
@@ -261,7 +281,7 @@ def conditional_smc(
     """
     check_key(key)
     fk = as_feynman_kac(model)
-    emissions, mask = validate_sequence(emissions, inputs, mask)
+    emissions, mask, inputs = validate_sequence(emissions, inputs, mask, model=fk)
     reference = validate_reference(reference, emissions.shape[0])
     num_particles = validate_num_particles(num_particles)
     validate_method(method)
@@ -307,21 +327,21 @@ def run_chunked(
     step: Callable[[PRNGKeyArray, Any], tuple[Any, Any]],
     carry: Any,
     key: PRNGKeyArray,
-    num_iterations: int,
+    num_iters: int,
     *,
     chunk_size: int = 100,
-    progress_bar: bool = False,
+    progress: bool = False,
     desc: str = "",
 ) -> tuple[Any, Any]:
-    """Iterate ``carry, out = step(key, carry)`` ``num_iterations`` times in jitted chunks of ``lax.scan``.
+    """Iterate ``carry, out = step(key, carry)`` ``num_iters`` times in jitted chunks of ``lax.scan``.
 
-    A tqdm progress bar advances per chunk.  Outputs are stacked along a leading axis (on the host, numpy).
+    With ``progress`` a tqdm bar advances per chunk.  Outputs are stacked along a leading axis (on the host, numpy).
     The last chunk is padded with iterations that leave the carry unchanged, so one compilation serves all.
     """
-    num_iterations = int(num_iterations)
-    if num_iterations == 0:
+    num_iters = int(num_iters)
+    if num_iters == 0:
         return carry, None
-    chunk = max(1, min(int(chunk_size), num_iterations))
+    chunk = max(1, min(int(chunk_size), num_iters))
 
     @jax.jit
     def run(carry, keys, active):
@@ -333,12 +353,12 @@ def run_chunked(
 
         return jax.lax.scan(body, carry, (keys, active))
 
-    keys = jax.random.split(key, -(-num_iterations // chunk) * chunk)
+    keys = jax.random.split(key, -(-num_iters // chunk) * chunk)
     outs = []
-    bar = tqdm(total=num_iterations, desc=desc, disable=not progress_bar, leave=False)
+    bar = tqdm(total=num_iters, desc=desc, disable=not progress, leave=False)
     done = 0
-    while done < num_iterations:
-        n = min(chunk, num_iterations - done)
+    while done < num_iters:
+        n = min(chunk, num_iters - done)
         active = jnp.arange(chunk) < n
         carry, out = run(carry, keys[done : done + chunk], active)
         outs.append(jax.tree.map(lambda a, n=n: np.asarray(a[:n]), out))

@@ -29,18 +29,18 @@ import numpy as np
 import numpyro.distributions as dist
 import optax
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
-from pssm.inference.csmc import (
+
+from pssm.arviz import summary_group, to_arviz
+from pssm.inference.mcmc.csmc import (
     csmc_kernel,
     run_chunked,
     validate_method,
     validate_num_particles,
     validate_sequence,
 )
-from pssm.inference.ppg import PPGState, ppg_step
+from pssm.inference.mcmc.ppg import PPGState, ppg_step
 from pssm.inference.smc.filter import FeynmanKac
 from pssm.inference.smc.paris import AdditiveFunctional
-
-from pssm.arviz import summary_group, to_arviz
 from pssm.protocol import SSM, PyTree, simulate
 from pssm.validation import check_key
 
@@ -75,16 +75,22 @@ def _tril(raw):
     return low + jnp.exp(jnp.diagonal(raw, axis1=-2, axis2=-1))[..., None] * jnp.eye(d, dtype=raw.dtype)
 
 
-def gaussian_markov_q_init(num_timesteps: int, state_dim: int, *, scale: float = 1.0,
-                           dtype: Any = None) -> GaussianMarkovQ:
+def gaussian_markov_q_init(
+    num_timesteps: int, state_dim: int, *, scale: float = 1.0, dtype: Any = None
+) -> GaussianMarkovQ:
     """:math:`q` with every :math:`x_t \\sim N(0, \\text{scale}^2 I)` independently (:math:`A_t = 0`)."""
     T, D = int(num_timesteps), int(state_dim)
     if T < 2 or D < 1:
         raise ValueError(f"need num_timesteps >= 2 and state_dim >= 1; got {T}, {D}.")
     dtype = jnp.result_type(float) if dtype is None else dtype
     ls = jnp.log(jnp.asarray(scale, dtype)) * jnp.eye(D, dtype=dtype)
-    return GaussianMarkovQ(jnp.zeros(D, dtype), ls, jnp.zeros((T - 1, D, D), dtype), jnp.zeros((T - 1, D), dtype),
-                           jnp.broadcast_to(ls, (T - 1, D, D)))
+    return GaussianMarkovQ(
+        jnp.zeros(D, dtype),
+        ls,
+        jnp.zeros((T - 1, D, D), dtype),
+        jnp.zeros((T - 1, D), dtype),
+        jnp.broadcast_to(ls, (T - 1, D, D)),
+    )
 
 
 def _step_dist(q: GaussianMarkovQ, i, x_prev):
@@ -179,9 +185,9 @@ def markov_score_climbing(
     model: SSM,
     params: PyTree,
     emissions: Array,
-    optimizer: optax.GradientTransformation,
-    num_iterations: int,
     *,
+    optimizer: optax.GradientTransformation,
+    num_iters: int,
     num_particles: int = 20,
     num_chains: int = 4,
     kernel: str = "csmc",
@@ -192,7 +198,7 @@ def markov_score_climbing(
     inputs: PyTree = None,
     mask: Bool[Array, " T"] | None = None,
     store_means: bool = False,
-    progress_bar: bool = False,
+    progress: bool = False,
     chunk_size: int = 100,
 ) -> ScoreClimbingResult:
     """Fit a :class:`GaussianMarkovQ` to :math:`p_\\theta(x \\mid y)` by Markov score climbing.
@@ -206,13 +212,13 @@ def markov_score_climbing(
         raise TypeError(f"model must be a pssm.SSM; got {type(model).__name__}.")
     if model.discrete_states:
         raise TypeError("Markov score climbing with a Gaussian q needs continuous (vector) states.")
-    emissions, mask = validate_sequence(emissions, inputs, mask)
+    emissions, mask, inputs = validate_sequence(emissions, inputs, mask, model=model)
     T = emissions.shape[0]
     if T < 2:
         raise ValueError("emissions needs at least 2 time steps.")
     num_particles = validate_num_particles(num_particles)
     num_chains = validate_num_particles(num_chains, 1, "num_chains")
-    k = validate_num_particles(num_iterations, 1, "num_iterations")
+    k = validate_num_particles(num_iters, 1, "num_iters")
     validate_method(method)
     if kernel not in KERNELS:
         raise ValueError(f"kernel={kernel!r} is unknown; use one of {KERNELS}.")
@@ -241,11 +247,13 @@ def markov_score_climbing(
     def move(kk, q, path):
         fk = _q_feynman_kac(model, q) if proposal == "q" else FeynmanKac.bootstrap(model)
         if kernel == "ppg":
-            st, info = ppg_step(kk, PPGState(path), fk, params, emissions, functional, num_particles, inputs=inputs,
-                                mask=mask)
+            st, info = ppg_step(
+                kk, PPGState(path), fk, params, emissions, functional, num_particles, inputs=inputs, mask=mask
+            )
             return st.frozen_path, info.log_likelihood
-        new, ll, _ = csmc_kernel(kk, fk, params, emissions, path, num_particles, method=method, inputs=inputs,
-                                 mask=mask)
+        new, ll, _ = csmc_kernel(
+            kk, fk, params, emissions, path, num_particles, method=method, inputs=inputs, mask=mask
+        )
         return new, ll
 
     def step(kk, st):
@@ -258,8 +266,9 @@ def markov_score_climbing(
         out = (lq, jnp.mean(lls), q_marginals(q)[0] if store_means else None)
         return ScoreClimbingState(q, opt_state, paths, st.iteration + 1), out
 
-    state, (lqs, lls, means_tr) = run_chunked(step, state, k_run, k, chunk_size=chunk_size,
-                                              progress_bar=progress_bar, desc="Markov score climbing")
+    state, (lqs, lls, means_tr) = run_chunked(
+        step, state, k_run, k, chunk_size=chunk_size, progress=progress, desc="Markov score climbing"
+    )
     means, covs = jax.jit(q_marginals)(state.q)
     return ScoreClimbingResult(state.q, means, covs, lqs, lls, means_tr, state)
 
@@ -270,11 +279,19 @@ def _msc_to_arviz(result: ScoreClimbingResult) -> az.InferenceData:
     traces of :math:`\\log q` and the conditional log normaliser in ``sample_stats`` (over ``iteration``)."""
     sd = np.sqrt(np.clip(np.diagonal(np.asarray(result.covs), axis1=-2, axis2=-1), 0.0, None))
     post = {"q_mean": np.asarray(result.means), "q_sd": sd}
-    dims = {"q_mean": ["time", "latent_dim"], "q_sd": ["time", "latent_dim"],
-            "log_q": ["iteration"], "log_likelihood_estimate": ["iteration"]}
+    dims = {
+        "q_mean": ["time", "latent_dim"],
+        "q_sd": ["time", "latent_dim"],
+        "log_q": ["iteration"],
+        "log_likelihood_estimate": ["iteration"],
+    }
     idata = summary_group(post, dims)
-    stats = az.from_dict(sample_stats={"log_q": np.asarray(result.log_q_trace)[None, None],
-                                       "log_likelihood_estimate": np.asarray(result.log_likelihood_trace)[None, None]},
-                         dims=dims)
+    stats = az.from_dict(
+        sample_stats={
+            "log_q": np.asarray(result.log_q_trace)[None, None],
+            "log_likelihood_estimate": np.asarray(result.log_likelihood_trace)[None, None],
+        },
+        dims=dims,
+    )
     idata.add_groups(sample_stats=stats.sample_stats)
     return idata

@@ -35,7 +35,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
-from pssm.inference.csmc import (
+
+from pssm.arviz import to_arviz
+from pssm.inference.mcmc.csmc import (
     REFERENCE_SLOT,
     csmc_init,
     csmc_step,
@@ -53,8 +55,6 @@ from pssm.inference.smc.paris import (
     paris_tau_from_indices,
 )
 from pssm.inference.smc.resampling import log_ess
-
-from pssm.arviz import to_arviz
 from pssm.protocol import SSM, PyTree, inputs_at
 from pssm.validation import check_key
 
@@ -98,7 +98,7 @@ class PPGResult(NamedTuple):
     estimate: PyTree
     """Average of the per-iteration estimates after burn-in."""
     estimates: PyTree
-    """Per-iteration estimates, leading axis ``num_iterations``."""
+    """Per-iteration estimates, leading axis ``num_iters``."""
     log_likelihoods: Float[Array, " k"]
     mean_ess: Float[Array, " k"]
     burn_in: int
@@ -112,8 +112,7 @@ def _weighted(tau, lw):
     return jax.tree.map(lambda v: jnp.tensordot(w.astype(v.dtype), v, axes=1), tau)
 
 
-def _sweep(key, fk, params, emissions, inputs, mask, frozen, functional, n, num_backward, backward, conditional,
-           store):
+def _sweep(key, fk, params, emissions, inputs, mask, frozen, functional, n, num_backward, backward, conditional, store):
     """One PaRIS pass (conditional on ``frozen`` in slot 0 when ``conditional``); with ``store``, keep particles
     and backward indices and draw a new path through them (the PPG refresh)."""
     model = fk.model
@@ -140,12 +139,21 @@ def _sweep(key, fk, params, emissions, inputs, mask, frozen, functional, n, num_
         def lt(xp, x):
             return model.transition(params, xp, t, u).log_prob(x)
 
-        J = backward(k_b, lt, state.particles, state.log_weights, new.particles, info.ancestors,
-                     model.log_transition_bound(params, t, u), num_backward).astype(jnp.int32)
+        J = backward(
+            k_b,
+            lt,
+            state.particles,
+            state.log_weights,
+            new.particles,
+            info.ancestors,
+            model.log_transition_bound(params, t, u),
+            num_backward,
+        ).astype(jnp.int32)
         if conditional:
             J = J.at[REFERENCE_SLOT, 0].set(REFERENCE_SLOT)
-        tau = paris_tau_from_indices(tau, state.particles, new.particles, J,
-                                     lambda a, x: functional.step(a, x, t, y, u, obs))
+        tau = paris_tau_from_indices(
+            tau, state.particles, new.particles, J, lambda a, x: functional.step(a, x, t, y, u, obs)
+        )
         return (new, tau), (info.ess, (new.particles, J) if store else None)
 
     u_rest = None if inputs is None else jax.tree.map(lambda a: a[1:], inputs)
@@ -206,8 +214,21 @@ def paris_sweep(
     backward = default_backward_kernel(fk.model) if backward is None else backward
     conditional = frozen_path is not None
     frozen = frozen_path if conditional else jnp.zeros((emissions.shape[0],), emissions.dtype)
-    return _sweep(key, fk, params, emissions, inputs, mask, frozen, functional, num_particles, num_backward, backward,
-                  conditional, conditional or store)
+    return _sweep(
+        key,
+        fk,
+        params,
+        emissions,
+        inputs,
+        mask,
+        frozen,
+        functional,
+        num_particles,
+        num_backward,
+        backward,
+        conditional,
+        conditional or store,
+    )
 
 
 def ppg_init(frozen_path: Array) -> PPGState:
@@ -230,15 +251,27 @@ def ppg_step(
     mask: Bool[Array, " T"] | None = None,
 ) -> tuple[PPGState, PPGInfo]:
     """One PPG iteration (pure kernel): conditional PaRIS around ``state.frozen_path``, then the refresh."""
-    r = paris_sweep(key, fk, params, emissions, functional, num_particles, frozen_path=state.frozen_path,
-                    num_backward=num_backward, backward=backward, inputs=inputs, mask=mask)
+    r = paris_sweep(
+        key,
+        fk,
+        params,
+        emissions,
+        functional,
+        num_particles,
+        frozen_path=state.frozen_path,
+        num_backward=num_backward,
+        backward=backward,
+        inputs=inputs,
+        mask=mask,
+    )
     return PPGState(r.path), PPGInfo(r.estimate, r.log_likelihood, jnp.mean(r.ess))
 
 
 def validate_backward(num_backward, backward):
     if isinstance(num_backward, bool) or not isinstance(num_backward, int | np.integer) or num_backward < 1:
-        raise ValueError(f"num_backward must be a Python int >= 1 (PaRIS needs >= 2 for stability); got "
-                         f"{num_backward!r}.")
+        raise ValueError(
+            f"num_backward must be a Python int >= 1 (PaRIS needs >= 2 for stability); got {num_backward!r}."
+        )
     check_backward_kernel(backward)
     return int(num_backward)
 
@@ -248,21 +281,21 @@ def paris_particle_gibbs(
     model: SSM | FeynmanKac,
     params: PyTree,
     emissions: Array,
+    *,
     functional: AdditiveFunctional | Callable,
     num_particles: int,
-    num_iterations: int,
+    num_iters: int,
     burn_in: int,
-    *,
     num_backward: int = 2,
     backward: BackwardKernel | None = None,
     state: PPGState | None = None,
     inputs: PyTree = None,
     mask: Bool[Array, " T"] | None = None,
     store_paths: bool = False,
-    progress_bar: bool = False,
+    progress: bool = False,
     chunk_size: int = 50,
 ) -> PPGResult:
-    """PPG with ``num_iterations`` (k) iterations averaged after ``burn_in`` (k0).
+    """PPG with ``num_iters`` (k) iterations averaged after ``burn_in`` (k0).
 
     ``functional``: an :class:`~pssm.inference.smc.AdditiveFunctional` or ``h(x_prev, x, t)``.  Without
     ``state`` the first iteration is an unconditional PaRIS pass whose refreshed path starts the chain; pass
@@ -270,14 +303,14 @@ def paris_particle_gibbs(
     """
     check_key(key)
     fk = as_feynman_kac(model)
-    emissions, mask = validate_sequence(emissions, inputs, mask)
+    emissions, mask, inputs = validate_sequence(emissions, inputs, mask, model=fk)
     num_particles = validate_num_particles(num_particles)
     num_backward = validate_backward(num_backward, backward)
     functional = as_functional(functional)
     backward = default_backward_kernel(fk.model) if backward is None else backward
-    k, k0 = int(num_iterations), int(burn_in)
+    k, k0 = int(num_iters), int(burn_in)
     if k < 1 or not 0 <= k0 < k:
-        raise ValueError(f"need num_iterations >= 1 and 0 <= burn_in < num_iterations; got {k} and {k0}.")
+        raise ValueError(f"need num_iters >= 1 and 0 <= burn_in < num_iters; got {k} and {k0}.")
     if state is not None:
         if not isinstance(state, PPGState):
             raise TypeError("state must be a PPGState (result.state of a previous run) or None.")
@@ -285,9 +318,19 @@ def paris_particle_gibbs(
     k_first, key = jax.random.split(key)
     first = None
     if state is None:
-        r = eqx.filter_jit(paris_sweep)(k_first, fk, params, emissions, functional, num_particles,
-                                        num_backward=num_backward, backward=backward, inputs=inputs, mask=mask,
-                                        store=True)
+        r = eqx.filter_jit(paris_sweep)(
+            k_first,
+            fk,
+            params,
+            emissions,
+            functional,
+            num_particles,
+            num_backward=num_backward,
+            backward=backward,
+            inputs=inputs,
+            mask=mask,
+            store=True,
+        )
         state = PPGState(r.path)
         first = (PPGInfo(r.estimate, r.log_likelihood, jnp.mean(r.ess)), r.path if store_paths else None)
         k_rest = k - 1
@@ -295,11 +338,22 @@ def paris_particle_gibbs(
         k_rest = k
 
     def step(kk, st):
-        st, info = ppg_step(kk, st, fk, params, emissions, functional, num_particles, num_backward=num_backward,
-                            backward=backward, inputs=inputs, mask=mask)
+        st, info = ppg_step(
+            kk,
+            st,
+            fk,
+            params,
+            emissions,
+            functional,
+            num_particles,
+            num_backward=num_backward,
+            backward=backward,
+            inputs=inputs,
+            mask=mask,
+        )
         return st, (info, st.frozen_path if store_paths else None)
 
-    state, outs = run_chunked(step, state, key, k_rest, chunk_size=chunk_size, progress_bar=progress_bar, desc="PPG")
+    state, outs = run_chunked(step, state, key, k_rest, chunk_size=chunk_size, progress=progress, desc="PPG")
     if first is not None:
         first = jax.tree.map(lambda a: np.asarray(a)[None], first)
         outs = first if outs is None else jax.tree.map(lambda a, b: np.concatenate([a, b]), first, outs)
@@ -320,8 +374,10 @@ def _ppg_to_arviz(result: PPGResult, *, names: list[str] | None = None) -> az.In
         post["path"] = p.reshape(p.shape[:2] + (-1,))
         dims["path"] = ["time", "latent_dim"]
     post = {k: np.asarray(v)[None] for k, v in post.items()}
-    stats = {"log_likelihood_estimate": np.asarray(result.log_likelihoods)[None],
-             "ess": np.asarray(result.mean_ess)[None]}
+    stats = {
+        "log_likelihood_estimate": np.asarray(result.log_likelihoods)[None],
+        "ess": np.asarray(result.mean_ess)[None],
+    }
     idata = az.from_dict(posterior=post, sample_stats=stats, dims=dims)
     idata.posterior.attrs["burn_in"] = int(result.burn_in)
     return idata

@@ -13,6 +13,9 @@ keeping the current estimate :math:`\\hat p_\\theta(y)` (never recomputed) — a
 in Haario, Saksman & Tamminen (2001): :math:`LL^\\top = (2.38^2 / d)(\\hat\\Sigma_n + \\varepsilon I)` with
 :math:`\\hat \\Sigma_n` the running covariance of the chain; it is frozen after warm-up so the kept draws come from
 a fixed, valid kernel.  Chains run in parallel with ``vmap``.
+
+Which leaves are sampled: by default (``prior=None``) those of ``model.param_spec()`` that are trainable (after
+``frozen``, :func:`pssm.params.freeze`) and have a prior of their own; every other leaf is held at ``params``.
 """
 
 from __future__ import annotations
@@ -27,16 +30,17 @@ import numpy as np
 import numpyro.distributions as dist
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 from numpyro.distributions.transforms import biject_to
-from pssm.inference.csmc import run_chunked, validate_num_particles, validate_sequence
-from pssm.inference.smc.filter import FeynmanKac, as_feynman_kac, particle_filter
-from pssm.inference.smc.resampling import get_resampler
 
 from pssm.arviz import to_arviz
-from pssm.numpyro_model import site_names
+from pssm.inference.mcmc.csmc import run_chunked, validate_num_particles, validate_sequence
+from pssm.inference.numpyro_model import site_names
+from pssm.inference.smc.filter import FeynmanKac, as_feynman_kac, particle_filter
+from pssm.inference.smc.resampling import get_resampler
+from pssm.params import freeze, is_spec, leaf_names, spec_log_prior
 from pssm.protocol import SSM, PyTree
 from pssm.validation import check_key
 
-__all__ = ["ParamSpace", "PMMHState", "PMMHInfo", "PMMHResult", "pmmh_init", "pmmh_step", "pmmh"]
+__all__ = ["ParamSpace", "PMMHState", "PMMHInfo", "PMMHResult", "spec_prior", "pmmh_init", "pmmh_step", "pmmh"]
 
 
 def _is_leaf(x):
@@ -139,7 +143,7 @@ class PMMHInfo(NamedTuple):
 
 class PMMHResult(NamedTuple):
     samples: dict[str, Array]
-    """Constrained draws by site name, ``(chain, draw, ...)``."""
+    """Constrained draws of the sampled leaves by site name, ``(chain, draw, ...)``."""
     accepted: Bool[Array, "C D"]
     log_likelihood: Float[Array, "C D"]
     mean_ess: Float[Array, "C D"]
@@ -148,12 +152,41 @@ class PMMHResult(NamedTuple):
     state: PMMHState
     """Final state of every chain (leading ``chain`` axis): pass as ``state=`` to continue."""
     names: list[str]
+    params: PyTree = None
+    """The draws as params pytrees, leaves ``(chain, draw, ...)``: sampled leaves from ``samples``, fixed leaves
+    the given ``params`` bit for bit (read-only broadcast views, no copies)."""
+
+
+def spec_prior(model: SSM, frozen: Sequence[str] = ()) -> PyTree:
+    """The prior pytree PMMH samples by default: for each leaf of ``model.param_spec()`` (after
+    :func:`pssm.params.freeze` of ``frozen``) its spec prior when the leaf is trainable and has one, else ``None``
+    (held at ``params``).  Raises ``ValueError`` when no leaf is left to sample."""
+    spec = model.param_spec()
+    spec = freeze(spec, *frozen) if frozen else spec
+    flat, treedef = jax.tree_util.tree_flatten(spec, is_leaf=is_spec)
+    prior = jax.tree_util.tree_unflatten(treedef, [s.prior if s.trainable else None for s in flat])
+    if all(s.prior is None or not s.trainable for s in flat):
+        with_prior = [n for n, s in zip(leaf_names(spec, is_spec), flat, strict=True) if s.prior is not None]
+        raise ValueError(
+            "pmmh: no trainable parameter of model.param_spec() has a prior, so nothing is left to sample "
+            f"(frozen={tuple(frozen)!r}; leaves with a prior: {with_prior or 'none'}). PMMH needs a proper prior: "
+            "unfreeze a leaf that has one, give the model priors, or pass prior= (a pytree of NumPyro "
+            "distributions, None = fixed at params)."
+        )
+    return prior
 
 
 def pmmh_init(u: Float[Array, " d"], log_prior, log_likelihood, proposal_cov: Float[Array, "d d"]) -> PMMHState:
     d = u.shape[0]
-    return PMMHState(u, log_prior, log_likelihood, u, jnp.zeros((d, d), u.dtype), jnp.zeros((), jnp.int32),
-                     jnp.linalg.cholesky(proposal_cov).astype(u.dtype))
+    return PMMHState(
+        u,
+        log_prior,
+        log_likelihood,
+        u,
+        jnp.zeros((d, d), u.dtype),
+        jnp.zeros((), jnp.int32),
+        jnp.linalg.cholesky(proposal_cov).astype(u.dtype),
+    )
 
 
 def pmmh_step(
@@ -202,10 +235,11 @@ def pmmh_step(
 def pmmh(
     key: PRNGKeyArray,
     model: SSM | FeynmanKac,
+    params: PyTree | None,
     emissions: Array,
-    prior: PyTree | None = None,
-    params: PyTree | None = None,
     *,
+    prior: PyTree | None = None,
+    frozen: Sequence[str] = (),
     num_samples: int,
     num_particles: int,
     num_warmup: int = 1000,
@@ -220,10 +254,18 @@ def pmmh(
     mask: Bool[Array, " T"] | None = None,
     resampling: str = "systematic",
     ess_threshold: float = 0.5,
-    progress_bar: bool = False,
+    progress: bool = False,
     chunk_size: int = 250,
 ) -> PMMHResult:
-    """PMMH on the sampled leaves of ``prior`` (default ``model.prior()``; ``None`` leaves fixed at ``params``).
+    """PMMH on the sampled leaves of ``prior``; all other leaves are held at ``params`` bit for bit.
+
+    ``prior=None`` (default) builds the prior pytree from ``model.param_spec()`` after
+    ``pssm.params.freeze(spec, *frozen)``: a trainable leaf with a spec prior is sampled with that prior; every
+    other leaf — frozen, or trainable without a prior of its own (PMMH needs a proper prior) — is fixed at
+    ``params``.  The target is then :math:`p(y \\mid \\theta) \\exp(\\text{model.log\\_prior}(\\theta))`, i.e.
+    hierarchical terms of ``model.log_prior`` beyond the leaf priors are included.  ``ValueError`` when nothing is
+    left to sample.  An explicit ``prior`` pytree (NumPyro distributions for sampled leaves, ``None`` for leaves
+    fixed at ``params``) replaces the spec; then ``frozen`` must be empty.
 
     Chains start at ``init`` (constrained values by site name), else at the sampled leaves' values in ``params``,
     else at prior draws; or continue from ``state`` (then warm-up is skipped unless asked).  The proposal starts at
@@ -231,23 +273,49 @@ def pmmh(
     """
     check_key(key)
     fk = as_feynman_kac(model)
-    emissions, mask = validate_sequence(emissions, inputs, mask)
+    emissions, mask, inputs = validate_sequence(emissions, inputs, mask)  # particle_filter prepares the inputs
     num_particles = validate_num_particles(num_particles, 1)
     num_samples = validate_num_particles(num_samples, 1, "num_samples")
     num_chains = validate_num_particles(num_chains, 1, "num_chains")
     if isinstance(num_warmup, bool) or not isinstance(num_warmup, int) or num_warmup < 0:
         raise ValueError(f"num_warmup must be a non-negative int; got {num_warmup!r}.")
     get_resampler(resampling)
-    prior = fk.model.prior() if prior is None else prior
+    if isinstance(frozen, str):
+        frozen = (frozen,)
+    frozen = tuple(frozen)
+    if prior is not None and frozen:
+        raise ValueError(
+            "frozen= applies to the model's param_spec (prior=None); with an explicit prior pytree hold a leaf fixed "
+            "by giving it None there."
+        )
+    spec = None
     if prior is None:
-        raise ValueError("model has no default prior; pass prior= (NumPyro distributions / None leaves).")
+        prior = spec_prior(fk.model, frozen)
+        spec = fk.model.param_spec()
     space = ParamSpace(prior, params)
     d = space.dim
     dtype = jnp.result_type(float)
 
+    if spec is None:
+        log_prior_u = space.log_prior
+    else:  # the coupling terms of model.log_prior that the leaf priors do not carry (zero for independent priors)
+
+        def log_prior_u(u):
+            p = space.to_params(u)
+            return space.log_prior(u) + (fk.model.log_prior(p) - spec_log_prior(spec, p))
+
     def log_lik(k, u):
-        r = particle_filter(k, fk, space.to_params(u), emissions, num_particles, inputs=inputs, mask=mask,
-                            resampling=resampling, ess_threshold=ess_threshold)
+        r = particle_filter(
+            k,
+            fk,
+            space.to_params(u),
+            emissions,
+            num_particles,
+            inputs=inputs,
+            mask=mask,
+            resampling=resampling,
+            ess_threshold=ess_threshold,
+        )
         ll = jnp.where(r.collapsed, -jnp.inf, r.log_likelihood)
         return ll, jnp.mean(r.ess)
 
@@ -264,10 +332,12 @@ def pmmh(
             proposal_cov = (float(proposal_scale) ** 2) * jnp.eye(d, dtype=dtype)
         proposal_cov = jnp.asarray(proposal_cov, dtype)
         if proposal_cov.shape != (d, d):
-            raise ValueError(f"proposal_cov must be ({d}, {d}) for the {d} unconstrained coordinates of "
-                             f"{space.names}; got {proposal_cov.shape}.")
+            raise ValueError(
+                f"proposal_cov must be ({d}, {d}) for the {d} unconstrained coordinates of "
+                f"{space.names}; got {proposal_cov.shape}."
+            )
         lls, _ = jax.jit(jax.vmap(log_lik))(jax.random.split(k_init, num_chains), u0)
-        lps = jax.vmap(space.log_prior)(u0)
+        lps = jax.vmap(log_prior_u)(u0)
         state = jax.vmap(lambda u, lp, ll: pmmh_init(u, lp, ll, proposal_cov))(u0, lps, lls)
     elif not isinstance(state, PMMHState):
         raise TypeError("state must be a PMMHState (result.state of a previous run) or None.")
@@ -277,28 +347,36 @@ def pmmh(
     def step_fn(adapting):
         def step(k, st):
             st, info = jax.vmap(
-                lambda kk, s: pmmh_step(kk, s, space.log_prior, log_lik, adapt=adapting and adapt,
-                                        adapt_start=adapt_start)
+                lambda kk, s: pmmh_step(kk, s, log_prior_u, log_lik, adapt=adapting and adapt, adapt_start=adapt_start)
             )(jax.random.split(k, num_chains), st)
             return st, info
 
         return step
 
     if num_warmup:
-        state, _ = run_chunked(lambda k, st: (step_fn(True)(k, st)[0], None), state, k_warm, num_warmup,
-                               chunk_size=chunk_size, progress_bar=progress_bar, desc="PMMH warmup")
+        state, _ = run_chunked(
+            lambda k, st: (step_fn(True)(k, st)[0], None),
+            state,
+            k_warm,
+            num_warmup,
+            chunk_size=chunk_size,
+            progress=progress,
+            desc="PMMH warmup",
+        )
 
     def run_step(k, st):
         st, info = step_fn(False)(k, st)
         return st, (info, st.u)
 
-    state, (info, us) = run_chunked(run_step, state, k_run, num_samples, chunk_size=chunk_size,
-                                    progress_bar=progress_bar, desc="PMMH")
+    state, (info, us) = run_chunked(
+        run_step, state, k_run, num_samples, chunk_size=chunk_size, progress=progress, desc="PMMH"
+    )
     us = np.swapaxes(us, 0, 1)  # (chain, draw, d)
     sites = jax.jit(jax.vmap(jax.vmap(space.to_sites)))(jnp.asarray(us))
     sw = lambda a: np.swapaxes(np.asarray(a), 0, 1)  # noqa: E731
     acc = sw(info.accepted)
     chol = np.asarray(state.proposal_chol)
+    draws = _draws_as_params(space, sites, us.shape[:2])
     return PMMHResult(
         samples={k: np.asarray(v) for k, v in sites.items()},
         accepted=acc,
@@ -308,7 +386,21 @@ def pmmh(
         proposal_cov=chol @ np.swapaxes(chol, -1, -2),
         state=state,
         names=list(space.names),
+        params=draws,
     )
+
+
+def _draws_as_params(space: ParamSpace, sites: dict[str, Array], lead: tuple[int, ...]) -> PyTree:
+    """Params pytrees over ``lead = (chain, draw)``: sampled leaves from ``sites``, fixed ones broadcast views."""
+    leaves: list[Any] = [None] * space.treedef.num_leaves
+    if space.fixed is not None:
+        for i, v in enumerate(space.fixed):
+            if v is not None:
+                a = np.asarray(v)
+                leaves[i] = np.broadcast_to(a, (*lead, *a.shape))
+    for name, slot in zip(space.names, space.slots, strict=True):
+        leaves[slot] = np.asarray(sites[name])
+    return jax.tree_util.tree_unflatten(space.treedef, leaves)
 
 
 @to_arviz.register(PMMHResult)

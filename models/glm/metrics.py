@@ -12,15 +12,21 @@
   absent from the truth skipped) and :func:`adjacency_prior_accuracy` (argmax of a learned ``A0`` against the
   argmax of the true one).
 
+* :func:`homogeneous_log_likelihood`: the baseline of :func:`pssm.inference.bits_per_spike` (the information
+  gain of a model over a homogeneous Poisson (Bernoulli) model with one rate per neuron, in bits per spike).
+
 Adjacency codes: ``-1`` inhibitory, ``0`` none, ``+1`` excitatory; probability arrays have a last axis of 3 in the
 order (inh, none, exc).
 """
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 import numpy as np
-from jaxtyping import ArrayLike
+from jax.scipy.special import gammaln
+from jaxtyping import Array, ArrayLike, Float
 
+from pssm.data import Sequences
 from pssm.metrics import match_states, permuted_state_accuracy
 
 __all__ = [
@@ -32,6 +38,7 @@ __all__ = [
     "balanced_accuracy",
     "adjacency_balanced_accuracy",
     "adjacency_prior_accuracy",
+    "homogeneous_log_likelihood",
 ]
 
 
@@ -128,8 +135,24 @@ def adjacency_balanced_accuracy(adj_true: ArrayLike, adj_est: ArrayLike, exclude
     return balanced_accuracy(_offdiag(t, exclude_diagonal), _offdiag(e, exclude_diagonal))
 
 
-def adjacency_prior_accuracy(
-    prior_true: ArrayLike, prior_est: ArrayLike, exclude_diagonal: bool = False
-) -> float:
+def adjacency_prior_accuracy(prior_true: ArrayLike, prior_est: ArrayLike, exclude_diagonal: bool = False) -> float:
     """Balanced accuracy of ``argmax A0_est`` against ``argmax A0_true`` (both ``(N, N, 3)``)."""
     return adjacency_balanced_accuracy(np.asarray(prior_true, float), np.asarray(prior_est, float), exclude_diagonal)
+
+
+def homogeneous_log_likelihood(
+    data: Sequences, rates: ArrayLike | None = None, observation: str = "poisson"
+) -> Float[Array, ""]:
+    """Log-likelihood of ``data`` (a :class:`~pssm.data.Sequences`) under one rate per neuron (``rates`` ``(N,)``,
+    default the data's own mean counts; pass the training rates for a held-out baseline)."""
+    m = data.mask[..., None]
+    y = data.emissions.astype(jnp.result_type(float))
+    if rates is None:
+        rates = (y * m).sum((0, 1)) / jnp.maximum(m.sum((0, 1)), 1)
+    r = jnp.clip(jnp.asarray(rates, y.dtype), 1e-12, None)
+    if observation == "bernoulli":
+        r = jnp.clip(r, 1e-12, 1 - 1e-7)
+        lp = y * jnp.log(r) + (1 - y) * jnp.log1p(-r)
+    else:
+        lp = y * jnp.log(r) - r - gammaln(y + 1.0)
+    return jnp.sum(lp * m)

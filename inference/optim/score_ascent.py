@@ -12,13 +12,15 @@ Fisher's identity as an additive functional (:func:`pssm.inference.smc.score_fun
 * ``estimator="ppg"``: one PaRIS particle Gibbs iteration whose frozen path is carried across θ-updates (a Markovian
   stochastic approximation; bias reduced at small :math:`N`).
 
-Runs in jitted chunks with a progress bar, returns a trace (θ, score, log-likelihood estimates) and a state from
-which a later call resumes.  ``theta_average`` is the Polyak–Ruppert average of the second half of the iterates.
+Leaves of ``theta`` named in ``frozen`` (dotted paths) get zero gradient and zero update, so they stay bit for bit.
+Runs in jitted chunks with an optional progress bar, returns a trace (θ, score, log-likelihood estimates) and a
+state from which a later call resumes.  ``theta_average`` is the Polyak–Ruppert average of the second half of the
+iterates.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import arviz as az
@@ -28,13 +30,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
-from pssm.inference.csmc import run_chunked, validate_num_particles, validate_reference, validate_sequence
-from pssm.inference.ppg import PPGState, paris_sweep, ppg_step, validate_backward
+
+from pssm.arviz import to_arviz
+from pssm.inference.mcmc.csmc import run_chunked, validate_num_particles, validate_reference, validate_sequence
+from pssm.inference.mcmc.ppg import PPGState, paris_sweep, ppg_step, validate_backward
 from pssm.inference.smc.backward import BackwardKernel
 from pssm.inference.smc.filter import FeynmanKac, as_feynman_kac
 from pssm.inference.smc.paris import default_backward_kernel, paris, score_functional
-
-from pssm.arviz import to_arviz
+from pssm.params import ParamSpec, freeze, trainable_mask
 from pssm.protocol import SSM, PyTree
 from pssm.validation import check_key
 
@@ -57,7 +60,7 @@ class ScoreAscentResult(NamedTuple):
     theta_average: PyTree
     """Average of the second half of this call's iterates (Polyak–Ruppert)."""
     theta_trace: PyTree
-    """Iterates after each update, leading axis ``num_iterations``."""
+    """Iterates after each update, leading axis ``num_iters``."""
     score_trace: PyTree
     """Score estimates w.r.t. ``theta`` (full, not divided by T)."""
     log_likelihood_trace: Float[Array, " k"]
@@ -86,12 +89,35 @@ def score_estimate(
     functional = score_functional(fk.model, params)
     backward = default_backward_kernel(fk.model) if backward is None else backward
     if estimator == "ppg":
-        st, info = ppg_step(key, PPGState(frozen_path), fk, params, emissions, functional, num_particles,
-                            num_backward=num_backward, backward=backward, inputs=inputs, mask=mask)
+        st, info = ppg_step(
+            key,
+            PPGState(frozen_path),
+            fk,
+            params,
+            emissions,
+            functional,
+            num_particles,
+            num_backward=num_backward,
+            backward=backward,
+            inputs=inputs,
+            mask=mask,
+        )
         est, ll, path = info.estimate, info.log_likelihood, st.frozen_path
     else:
-        r = paris(key, fk, params, emissions, num_particles, functional, num_backward=num_backward,
-                  backward=backward, inputs=inputs, mask=mask, resampling="multinomial", ess_threshold=1.0)
+        r = paris(
+            key,
+            fk,
+            params,
+            emissions,
+            num_particles,
+            functional,
+            num_backward=num_backward,
+            backward=backward,
+            inputs=inputs,
+            mask=mask,
+            resampling="multinomial",
+            ess_threshold=1.0,
+        )
         est, ll, path = r.estimate, r.log_likelihood, frozen_path
     est = jax.tree.map(lambda e, p: e.astype(jnp.result_type(p)), est, params)
     (g,) = vjp(est)
@@ -112,27 +138,58 @@ def score_ascent_step(
     backward: BackwardKernel | None = None,
     inputs: PyTree = None,
     mask: Bool[Array, " T"] | None = None,
+    trainable: PyTree | None = None,
 ) -> tuple[ScoreAscentState, tuple[PyTree, Float[Array, ""]]]:
-    """One update (pure kernel): score estimate at ``state.theta``, then the optimiser step on ``-score / T``."""
+    """One update (pure kernel): score estimate at ``state.theta``, then the optimiser step on ``-score / T``.
+
+    ``trainable``: a pytree of Python bools shaped like ``theta`` (``None``: all ``True``); a ``False`` leaf gets
+    a zero gradient and keeps its value bit for bit."""
     T = emissions.shape[0]
-    g, ll, path = score_estimate(key, fk, params_fn, state.theta, emissions, num_particles, estimator=estimator,
-                                 frozen_path=state.frozen_path, num_backward=num_backward, backward=backward,
-                                 inputs=inputs, mask=mask)
+    g, ll, path = score_estimate(
+        key,
+        fk,
+        params_fn,
+        state.theta,
+        emissions,
+        num_particles,
+        estimator=estimator,
+        frozen_path=state.frozen_path,
+        num_backward=num_backward,
+        backward=backward,
+        inputs=inputs,
+        mask=mask,
+    )
     neg = jax.tree.map(lambda v: -v / T, g)
+    if trainable is not None:
+        neg = jax.tree.map(lambda m, v: v if m else jnp.zeros_like(v), trainable, neg)
     updates, opt_state = optimizer.update(neg, state.opt_state, state.theta)
     theta = optax.apply_updates(state.theta, updates)
+    if trainable is not None:  # not theta + 0: keep frozen leaves exactly (optimisers such as weight decay move them)
+        theta = jax.tree.map(lambda m, new, old: new if m else old, trainable, theta, state.theta)
     return ScoreAscentState(theta, opt_state, path, state.iteration + 1), (g, ll)
+
+
+def _theta_trainable(theta: PyTree, frozen: Sequence[str]) -> PyTree | None:
+    """Bool pytree like ``theta``: ``False`` at and below the dotted paths in ``frozen`` (``None`` if none)."""
+    if not frozen:
+        return None
+    fake = jax.tree.map(lambda _: ParamSpec(), theta)
+    try:
+        return trainable_mask(freeze(fake, *frozen))
+    except KeyError as err:
+        raise KeyError(f"score_ascent frozen=: {err.args[0]}") from None
 
 
 def score_ascent(
     key: PRNGKeyArray,
     model: SSM | FeynmanKac,
+    theta0: PyTree | None,
     emissions: Array,
-    theta0: PyTree,
+    *,
     params_fn: Callable[[PyTree], PyTree],
     optimizer: optax.GradientTransformation,
-    num_iterations: int,
-    *,
+    num_iters: int,
+    frozen: Sequence[str] = (),
     estimator: str = "paris",
     num_particles: int = 50,
     num_backward: int = 2,
@@ -140,17 +197,19 @@ def score_ascent(
     state: ScoreAscentState | None = None,
     inputs: PyTree = None,
     mask: Bool[Array, " T"] | None = None,
-    progress_bar: bool = False,
+    progress: bool = False,
     chunk_size: int = 50,
 ) -> ScoreAscentResult:
     """Stochastic score ascent from ``theta0`` (or from ``state`` of a previous result, same optimiser).
 
     ``params_fn(theta) -> params`` maps the optimised pytree (e.g. unconstrained: log standard deviations) to model
-    params.  ``estimator``: ``"paris"`` or ``"ppg"`` (frozen path carried across updates).
+    params.  ``estimator``: ``"paris"`` or ``"ppg"`` (PPG's frozen *path* carried across updates).  ``frozen``:
+    dotted paths into ``theta0`` (e.g. ``"log_sx"``, ``"emissions.cov"``; ``"*"`` = all) whose gradients and
+    updates are zeroed, so those leaves stay bit for bit at their starting values.
     """
     check_key(key)
     fk = as_feynman_kac(model)
-    emissions, mask = validate_sequence(emissions, inputs, mask)
+    emissions, mask, inputs = validate_sequence(emissions, inputs, mask, model=fk)
     num_particles = validate_num_particles(num_particles)
     num_backward = validate_backward(num_backward, backward)
     if estimator not in ESTIMATORS:
@@ -159,7 +218,10 @@ def score_ascent(
         raise TypeError("params_fn must be a callable theta -> params.")
     if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
         raise TypeError("optimizer must be an optax.GradientTransformation (e.g. optax.adam(1e-2)).")
-    k = validate_num_particles(num_iterations, 1, "num_iterations")
+    k = validate_num_particles(num_iters, 1, "num_iters")
+    if isinstance(frozen, str):
+        frozen = (frozen,)
+    frozen = tuple(frozen)
     backward = default_backward_kernel(fk.model) if backward is None else backward
     k_init, k_run = jax.random.split(key)
     if state is None:
@@ -172,9 +234,19 @@ def score_ascent(
             raise ValueError(f"params_fn(theta0) failed: {err}") from err
         if estimator == "ppg":  # the first frozen path: a PaRIS pass at theta0, refreshed through its indices
             functional = score_functional(fk.model, params0)
-            path = eqx.filter_jit(paris_sweep)(k_init, fk, params0, emissions, functional, num_particles,
-                                               num_backward=num_backward, backward=backward, inputs=inputs,
-                                               mask=mask, store=True).path
+            path = eqx.filter_jit(paris_sweep)(
+                k_init,
+                fk,
+                params0,
+                emissions,
+                functional,
+                num_particles,
+                num_backward=num_backward,
+                backward=backward,
+                inputs=inputs,
+                mask=mask,
+                store=True,
+            ).path
         else:
             path = jnp.zeros((emissions.shape[0],), emissions.dtype)
         state = ScoreAscentState(theta0, optimizer.init(theta0), path, jnp.zeros((), jnp.int32))
@@ -182,15 +254,29 @@ def score_ascent(
         raise TypeError("state must be a ScoreAscentState (result.state of a previous run) or None.")
     elif estimator == "ppg":
         validate_reference(state.frozen_path, emissions.shape[0], "state.frozen_path")
+    trainable = _theta_trainable(state.theta, frozen)
 
     def step(kk, st):
-        st, (g, ll) = score_ascent_step(kk, st, fk, params_fn, optimizer, emissions, num_particles,
-                                        estimator=estimator, num_backward=num_backward, backward=backward,
-                                        inputs=inputs, mask=mask)
+        st, (g, ll) = score_ascent_step(
+            kk,
+            st,
+            fk,
+            params_fn,
+            optimizer,
+            emissions,
+            num_particles,
+            estimator=estimator,
+            num_backward=num_backward,
+            backward=backward,
+            inputs=inputs,
+            mask=mask,
+            trainable=trainable,
+        )
         return st, (st.theta, g, ll)
 
-    state, (thetas, scores, lls) = run_chunked(step, state, k_run, k, chunk_size=chunk_size,
-                                               progress_bar=progress_bar, desc=f"score ascent ({estimator})")
+    state, (thetas, scores, lls) = run_chunked(
+        step, state, k_run, k, chunk_size=chunk_size, progress=progress, desc=f"score ascent ({estimator})"
+    )
     avg = jax.tree.map(lambda v: np.mean(v[k // 2 :], axis=0), thetas)
     return ScoreAscentResult(state.theta, avg, thetas, scores, lls, state)
 

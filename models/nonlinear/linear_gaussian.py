@@ -87,6 +87,10 @@ class LinearGaussianSSM(SSM):
                 raise ValueError(f"{name} must have shape {shape} for this model; got {arr.shape}.")
         return p
 
+    @property
+    def emission_shape(self) -> tuple[int, ...]:
+        return (self.emission_dim,)
+
     def random_params(self, key: PRNGKeyArray, spectral_radius: float = 0.9) -> LGSSMParams:
         """Random stable parameters (for tests and examples)."""
         Dx, Dy, Du = self.state_dim, self.emission_dim, self.input_dim

@@ -15,7 +15,7 @@ import numpyro.distributions as dist
 from scipy.special import logsumexp as np_logsumexp
 from scipy.stats import multivariate_normal
 
-from pssm.models.linear_gaussian import LinearGaussianSSM
+from pssm.models.nonlinear.linear_gaussian import LinearGaussianSSM
 from pssm.protocol import SSM
 
 __all__ = [
@@ -101,6 +101,10 @@ class ScalarLinearGaussian(SSM):
     def transition(self, params, state, t, inputs=None):
         mean = params.dynamics_weights @ state + params.dynamics_bias
         return dist.Normal(mean, jnp.sqrt(params.dynamics_cov[0])).to_event(1)
+
+    @property
+    def emission_shape(self) -> tuple[int, ...]:
+        return (1,)
 
     def emission(self, params, state, t, inputs=None):
         mean = params.emission_weights @ state + params.emission_bias

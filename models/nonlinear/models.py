@@ -74,6 +74,10 @@ class StochasticVolatility(SSM):
     def transition(self, params: SVParams, state, t, inputs=None):
         return dist.Normal(params.mu + params.phi * (state - params.mu), params.sigma)
 
+    @property
+    def emission_shape(self) -> tuple[int, ...]:
+        return ()
+
     def emission(self, params: SVParams, state, t, inputs=None):
         return dist.Normal(0.0, jnp.exp(0.5 * state))
 
@@ -85,7 +89,6 @@ class StochasticVolatility(SSM):
 
     def prior(self) -> SVParams:
         return SVParams(dist.Normal(0.0, 2.0), dist.Uniform(-1.0, 1.0), dist.HalfNormal(1.0))
-
 
 
 # --------------------------------------------------------------------------------------------------- Kitagawa
@@ -109,6 +112,10 @@ class KitagawaGrowth(SSM):
         mean = 0.5 * state + 25.0 * state / (1.0 + state**2) + 8.0 * jnp.cos(1.2 * t)
         return dist.Normal(mean, params.sigma_x)
 
+    @property
+    def emission_shape(self) -> tuple[int, ...]:
+        return ()
+
     def emission(self, params: KitagawaParams, state, t, inputs=None):
         return dist.Normal(state**2 / 20.0, params.sigma_y)
 
@@ -117,7 +124,6 @@ class KitagawaGrowth(SSM):
 
     def param_constraints(self) -> KitagawaParams:
         return KitagawaParams(constraints.positive, constraints.positive, constraints.positive)
-
 
 
 # --------------------------------------------------------------------------------------------------- Lorenz-96
@@ -176,6 +182,10 @@ class Lorenz96(SSM):
     def transition(self, params: Lorenz96Params, state, t, inputs=None):
         return dist.Normal(self.flow(params, state), params.sigma_x).to_event(1)
 
+    @property
+    def emission_shape(self) -> tuple[int, ...]:
+        return (self.emission_dim,)
+
     def emission(self, params: Lorenz96Params, state, t, inputs=None):
         return dist.Normal(state[:: self.obs_every], params.sigma_y).to_event(1)
 
@@ -183,9 +193,9 @@ class Lorenz96(SSM):
         return self.state_dim * _normal_log_bound(params.sigma_x)
 
     def param_constraints(self) -> Lorenz96Params:
-        return Lorenz96Params(constraints.real, constraints.positive, constraints.positive, constraints.real_vector,
-                              constraints.positive)
-
+        return Lorenz96Params(
+            constraints.real, constraints.positive, constraints.positive, constraints.real_vector, constraints.positive
+        )
 
 
 # --------------------------------------------------------------------------------------------------- chaotic RNN
@@ -220,6 +230,10 @@ class ChaoticRNN(SSM):
         mean = (1.0 - self.alpha) * state + self.alpha * params.gain * (params.weights @ jnp.tanh(state))
         return dist.Normal(mean, params.sigma_x).to_event(1)
 
+    @property
+    def emission_shape(self) -> tuple[int, ...]:
+        return (self.emission_dim,)
+
     def emission(self, params: ChaoticRNNParams, state, t, inputs=None):
         return dist.Normal(params.emission_weights @ jnp.tanh(state), params.sigma_y).to_event(1)
 
@@ -229,7 +243,6 @@ class ChaoticRNN(SSM):
     def param_constraints(self) -> ChaoticRNNParams:
         r, p = constraints.real, constraints.positive
         return ChaoticRNNParams(r, p, r, p, p)
-
 
 
 # --------------------------------------------------------------------------------------------------- Poisson LDS
@@ -249,8 +262,17 @@ class PoissonLDS(SSM):
     state_dim: int
     num_neurons: int
 
-    def make_params(self, *, dynamics_weights, dynamics_cov, emission_weights, emission_bias, initial_mean=None,
-                    initial_cov=None, dynamics_bias=None) -> PoissonLDSParams:
+    def make_params(
+        self,
+        *,
+        dynamics_weights,
+        dynamics_cov,
+        emission_weights,
+        emission_bias,
+        initial_mean=None,
+        initial_cov=None,
+        dynamics_bias=None,
+    ) -> PoissonLDSParams:
         D, Nn = self.state_dim, self.num_neurons
         f = as_float
         p = PoissonLDSParams(
@@ -268,8 +290,9 @@ class PoissonLDS(SSM):
                 raise ValueError(f"{name} must have shape {shape}; got {arr.shape}.")
         return p
 
-    def random_params(self, key: PRNGKeyArray, *, rotation_speed=0.1, decay=0.95, base_rate=0.5,
-                      loading_scale=0.5) -> PoissonLDSParams:
+    def random_params(
+        self, key: PRNGKeyArray, *, rotation_speed=0.1, decay=0.95, base_rate=0.5, loading_scale=0.5
+    ) -> PoissonLDSParams:
         """Slowly rotating, damped latents; log-rates :math:`\\log(\\text{base\\_rate}) + C x`."""
         D = self.state_dim
         k1, k2 = jax.random.split(key)
@@ -295,6 +318,10 @@ class PoissonLDS(SSM):
         mean = params.dynamics_weights @ state + params.dynamics_bias
         return GaussianTril.from_cov(mean, params.dynamics_cov)
 
+    @property
+    def emission_shape(self) -> tuple[int, ...]:
+        return (self.num_neurons,)
+
     def emission(self, params: PoissonLDSParams, state, t, inputs=None):
         return dist.Poisson(jnp.exp(params.emission_weights @ state + params.emission_bias)).to_event(1)
 
@@ -305,4 +332,3 @@ class PoissonLDS(SSM):
     def param_constraints(self) -> PoissonLDSParams:
         r, p = constraints.real, constraints.positive_definite
         return PoissonLDSParams(r, p, r, r, p, r, r)
-

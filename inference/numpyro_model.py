@@ -19,9 +19,10 @@ import numpyro
 import numpyro.distributions as dist
 from numpyro.contrib.control_flow import scan as npy_scan
 
+from pssm.params import freeze, is_spec, path_name
 from pssm.protocol import SSM, PyTree, inputs_at
 
-__all__ = ["make_numpyro_model", "sample_params", "site_names"]
+__all__ = ["make_numpyro_model", "sample_params", "site_names", "spec_sample_params"]
 
 
 def _is_leaf(x):
@@ -29,7 +30,7 @@ def _is_leaf(x):
 
 
 def _name(path) -> str:
-    return ".".join(str(getattr(k, "name", getattr(k, "key", getattr(k, "idx", k)))) for k in path)
+    return path_name(path)
 
 
 def site_names(prior: PyTree) -> list[str]:
@@ -56,26 +57,66 @@ def sample_params(prior: PyTree, params: PyTree | None = None) -> PyTree:
     return jax.tree_util.tree_unflatten(treedef, out)
 
 
+def spec_sample_params(model: SSM, spec: PyTree, params: PyTree | None) -> PyTree:
+    """Inside a NumPyro model: one site per trainable leaf of ``spec`` (its prior, or ``ImproperUniform`` on its
+    constraint), frozen leaves from ``params``, and a factor ``"log_prior"`` carrying whatever part of
+    ``model.log_prior`` the leaf priors do not (hierarchical terms), so the joint density is exactly
+    ``model.log_prior(params)`` plus the likelihood."""
+    flat, treedef = jax.tree_util.tree_flatten_with_path(spec, is_leaf=is_spec)
+    given = None if params is None else treedef.flatten_up_to(params)
+    out, sampled_prior = [], []
+    for i, (path, s) in enumerate(flat):
+        name = path_name(path)
+        if not s.trainable or (s.prior is None and given is None):
+            if given is None:
+                raise ValueError(
+                    f"parameter '{name}' is frozen or has no prior of its own, so its value or shape must come from "
+                    "params=; pass params (e.g. model.initialize(...))."
+                )
+            if not s.trainable:
+                out.append(given[i])
+                continue
+        if s.prior is not None:
+            v = numpyro.sample(name, s.prior)
+            sampled_prior.append(jnp.sum(s.prior.log_prob(v)))
+        else:
+            v = numpyro.sample(name, dist.ImproperUniform(s.constraint, (), jnp.shape(given[i])))
+        out.append(v)
+    p = jax.tree_util.tree_unflatten(treedef, out)
+    # the sampled leaves' priors are already in the density; the factor carries the rest of model.log_prior
+    # (hierarchical terms, and the priors of frozen leaves, which are constants)
+    numpyro.factor("log_prior", model.log_prior(p) - sum(sampled_prior, jnp.zeros(())))
+    return p
+
+
 def make_numpyro_model(
     model: SSM,
     prior: PyTree | None = None,
     params: PyTree | None = None,
+    *,
+    frozen: tuple[str, ...] = (),
 ) -> Callable[..., None]:
     """Return a NumPyro model ``fn(emissions, inputs=None, mask=None, lengths=None)`` for ``model``.
 
-    ``prior`` defaults to ``model.prior()``; with ``prior=None`` and no model prior, all params are fixed at
-    ``params`` (the model then only has latent states, e.g. to smooth with SVI).  Continuous-state models take
-    one sequence ``(T, ...)``; discrete-state models also take padded batches ``(B, T, ...)`` with ``lengths``.
+    By default the parameters follow ``model.param_spec()`` (with ``frozen`` paths held at ``params``), and the
+    joint density is ``model.log_prior(params) + log p(y | params)`` — exactly EM's objective.  An explicit
+    ``prior`` pytree (distributions, ``None`` = fixed at ``params``) replaces that.  Continuous-state models take
+    one sequence ``(T, ...)``; discrete-state models take anything :func:`pssm.boundary.as_sequences` accepts.
     """
     if prior is None:
-        prior = model.prior()
-    if prior is None:
-        if params is None:
-            raise ValueError("model has no default prior: pass prior= (distributions / None leaves) or params=.")
-        prior = jax.tree.map(lambda _: None, params)
+        spec = model.param_spec()
+        spec = freeze(spec, *frozen) if frozen else spec
+
+        def draw():
+            return spec_sample_params(model, spec, params)
+
+    else:
+
+        def draw():
+            return sample_params(prior, params)
 
     def numpyro_fn(emissions, inputs=None, mask=None, lengths=None):
-        p = sample_params(prior, params)
+        p = draw()
         if model.discrete_states:
             _discrete_factor(model, p, emissions, inputs, mask, lengths)
         else:
@@ -85,17 +126,23 @@ def make_numpyro_model(
 
 
 def _discrete_factor(model, p, emissions, inputs, mask, lengths):
-    from pssm.inference.em import as_batch  # algorithms sit above the core; import on use
-    from pssm.inference.forward_backward import hmm_log_likelihood
-    from pssm.protocol import discrete_log_potentials
+    from pssm.boundary import as_sequences, traced_sequences, with_model_inputs
+    from pssm.data import Sequences
+    from pssm.inference.exact.discrete import log_potentials_batch
+    from pssm.inference.exact.forward_backward import hmm_log_likelihood
 
-    batch = as_batch(emissions, mask, lengths, inputs)
-
-    def one(y, m, n, u):
-        li, lt, ll = discrete_log_potentials(model, p, y, u, m)
-        return hmm_log_likelihood(li, lt, ll, n)
-
-    lls = jax.vmap(one)(batch.emissions, batch.mask, batch.lengths, batch.inputs)
+    if isinstance(emissions, Sequences):
+        seqs = as_sequences(model, emissions)
+    elif any(isinstance(a, jax.core.Tracer) for a in jax.tree.leaves((emissions, inputs, lengths))):
+        seqs = traced_sequences(model, emissions, inputs, lengths)
+    else:
+        seqs = as_sequences(model, emissions, inputs, lengths=lengths)
+    data = with_model_inputs(model, seqs)
+    if mask is not None:
+        m = data.mask & jnp.asarray(mask, bool).reshape(data.mask.shape)
+        data = Sequences(data.emissions, m, data.lengths, data.inputs, data.kind)
+    li, lt, ll = log_potentials_batch(model, p, data)
+    lls = jax.vmap(hmm_log_likelihood)(li, lt, ll, data.lengths)
     numpyro.factor("log_likelihood", lls.sum())
 
 

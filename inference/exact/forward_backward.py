@@ -111,8 +111,13 @@ def hmm_log_likelihood(
     log_transitions: Float[Array, "... S S"],
     log_likelihoods: Float[Array, "T S"],
     length: Int[Array, ""] | int | None = None,
+    parallel: bool = False,
 ) -> Float[Array, ""]:
-    """:math:`\\log p(y_{0:T-1})` by the forward algorithm (differentiable)."""
+    """:math:`\\log p(y_{0:T-1})` by the forward algorithm (differentiable); ``parallel=True``: associative scan."""
+    if parallel:
+        from pssm.inference.exact.parallel import hmm_filter_parallel
+
+        return hmm_filter_parallel(log_initial, log_transitions, log_likelihoods, length)[0]
     return hmm_filter(log_initial, log_transitions, log_likelihoods, length).log_likelihood
 
 
@@ -122,8 +127,18 @@ def hmm_smoother(
     log_likelihoods: Float[Array, "T S"],
     length: Int[Array, ""] | int | None = None,
     return_pairwise: bool = False,
+    parallel: bool = False,
 ) -> HMMPosterior:
-    """Forward-backward: smoothed marginals, expected transition counts (and per-step pairwise marginals)."""
+    """Forward-backward: smoothed marginals, expected transition counts (and per-step pairwise marginals).
+
+    ``parallel=True`` runs the associative-scan version (:mod:`pssm.inference.exact.parallel`: O(log T) depth on
+    an accelerator; same result to rounding; no pairwise marginals)."""
+    if parallel:
+        if return_pairwise:
+            raise ValueError("return_pairwise is only available from the sequential smoother (parallel=False).")
+        from pssm.inference.exact.parallel import hmm_smoother_parallel
+
+        return hmm_smoother_parallel(log_initial, log_transitions, log_likelihoods, length)
     T, S, length = _prep(log_initial, log_transitions, log_likelihoods, length)
     fr = hmm_filter(log_initial, log_transitions, log_likelihoods, length)
     filt, pred = fr.filtered_probs, fr.predicted_probs
@@ -223,5 +238,20 @@ def _hmm_posterior_to_arviz(result: HMMPosterior, *, emissions=None, lengths=Non
         y = np.asarray(emissions)
         obs_dims = [*lead, "time"] + [f"obs_dim_{i}" for i in range(y.ndim - len(lead) - 1)]
         dims["y"] = obs_dims
+        observed = {"y": y}
+    return summary_group(post, dims, observed_data=observed, log_likelihood={"log_likelihood": result.log_likelihood})
+
+
+@to_arviz.register(HMMFilterResult)
+def _hmm_filter_to_arviz(result: HMMFilterResult, *, emissions=None) -> az.InferenceData:
+    """Filtered and one-step predicted state probabilities (dims ``[trial,] time, state``), log-likelihood."""
+    lead = ["trial"] if result.filtered_probs.ndim == 3 else []
+    post = {"filtered_probs": result.filtered_probs, "predicted_probs": result.predicted_probs}
+    dims = {k: [*lead, "time", "state"] for k in post}
+    dims["log_likelihood"] = lead
+    observed = None
+    if emissions is not None:
+        y = np.asarray(emissions)
+        dims["y"] = [*lead, "time"] + [f"obs_dim_{i}" for i in range(y.ndim - len(lead) - 1)]
         observed = {"y": y}
     return summary_group(post, dims, observed_data=observed, log_likelihood={"log_likelihood": result.log_likelihood})

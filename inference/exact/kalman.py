@@ -24,6 +24,7 @@ from jax.scipy.linalg import cho_factor, cho_solve
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
 from pssm.arviz import summary_group, to_arviz
+from pssm.validation import split_missing
 
 __all__ = [
     "KalmanFilterResult",
@@ -83,11 +84,10 @@ def _emissions_and_mask(params, emissions, mask):
         raise ValueError("emissions has no time steps; a sequence needs length >= 1.")
     if not jnp.issubdtype(emissions.dtype, jnp.floating):
         emissions = emissions.astype(params.emission_bias.dtype)
-    nan_rows = jnp.isnan(emissions).any(axis=-1)
     mask = jnp.ones(T, bool) if mask is None else jnp.asarray(mask, bool)
     if mask.shape != (T,):
         raise ValueError(f"mask must have shape ({T},) (one flag per time step); got {mask.shape}.")
-    return jnp.where(nan_rows[:, None], 0.0, emissions), mask & ~nan_rows
+    return split_missing(emissions, 1, mask)
 
 
 def kalman_filter(
@@ -95,11 +95,18 @@ def kalman_filter(
     emissions: Float[Array, "T Dy"],
     inputs: Float[Array, "T Du"] | None = None,
     mask: Bool[Array, " T"] | None = None,
+    *,
+    parallel: bool = False,
 ) -> KalmanFilterResult:
     """Kalman filter: marginal log-likelihood and filtered/predicted moments.
 
     Rows of ``emissions`` containing NaN are missing observations (skipped, like ``mask == False``).
+    ``parallel=True``: the associative-scan filter (:mod:`pssm.inference.exact.parallel`, O(log T) depth).
     """
+    if parallel:
+        from pssm.inference.exact.parallel import kalman_filter_parallel
+
+        return kalman_filter_parallel(params, emissions, inputs, mask)
     emissions, mask = _emissions_and_mask(params, emissions, mask)
     T = emissions.shape[0]
     u = _inputs(params, inputs, T)
@@ -134,9 +141,11 @@ def kalman_filter(
     return KalmanFilterResult(ll, mf, Pf, mp, Pp)
 
 
-def kalman_log_likelihood(params: Any, emissions, inputs=None, mask=None) -> Float[Array, ""]:
+def kalman_log_likelihood(
+    params: Any, emissions, inputs=None, mask=None, *, parallel: bool = False
+) -> Float[Array, ""]:
     """:math:`\\log p_\\theta(y_{0:T-1})`; differentiate it with ``jax.grad`` for the exact score."""
-    return kalman_filter(params, emissions, inputs, mask).log_likelihood
+    return kalman_filter(params, emissions, inputs, mask, parallel=parallel).log_likelihood
 
 
 def kalman_smoother(
@@ -144,8 +153,15 @@ def kalman_smoother(
     emissions: Float[Array, "T Dy"],
     inputs: Float[Array, "T Du"] | None = None,
     mask: Bool[Array, " T"] | None = None,
+    *,
+    parallel: bool = False,
 ) -> KalmanSmootherResult:
-    """RTS smoother: smoothed means, covariances and lag-one cross-covariances."""
+    """RTS smoother: smoothed means, covariances and lag-one cross-covariances (``parallel=True``: by
+    associative scans, :func:`pssm.inference.exact.parallel.kalman_smoother_parallel`)."""
+    if parallel:
+        from pssm.inference.exact.parallel import kalman_smoother_parallel
+
+        return kalman_smoother_parallel(params, emissions, inputs, mask)
     fr = kalman_filter(params, emissions, inputs, mask)
     F = params.dynamics_weights
 

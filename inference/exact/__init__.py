@@ -1,0 +1,1 @@
+"""pssm.inference.exact."""

@@ -1,0 +1,124 @@
+"""Exact inference for any discrete-state model on a batch of sequences (states summed out).
+
+The model gives the log potentials (:func:`pssm.protocol.discrete_log_potentials`, via its vectorised hooks);
+forward-backward and Viterbi run on each sequence (``vmap``).  The public functions coerce and check ``data``
+against the model once (:func:`pssm.boundary.as_model_data`); the ``*_batch`` functions take the prepared data
+and are what the fitting routines call inside ``jit``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, Int
+
+from pssm.boundary import as_model_data
+from pssm.data import Sequences
+from pssm.inference.exact.forward_backward import HMMPosterior, hmm_filter, hmm_smoother, hmm_viterbi
+from pssm.protocol import DiscreteSSM, PyTree
+
+__all__ = [
+    "log_potentials_batch",
+    "posterior_batch",
+    "smoother",
+    "most_likely_states",
+    "marginal_log_likelihood",
+    "bits_per_spike",
+]
+
+
+def _potentials_one(model, params, y, mask, u):
+    T = y.shape[0]
+    li = model.log_initial(params, u)
+    lt = model.log_transition_matrices(params, T, u)
+    ll = model.log_likelihoods(params, y, u)
+    return li, lt, jnp.where(mask[:, None], ll, 0.0)
+
+
+def log_potentials_batch(model: DiscreteSSM, params: PyTree, data: Sequences):
+    """``(log_initial, log_transitions, log_likelihoods)`` with a leading sequence axis (masked steps 0)."""
+    return jax.vmap(lambda y, m, u: _potentials_one(model, params, y, m, u))(data.emissions, data.mask, data.inputs)
+
+
+def posterior_batch(model: DiscreteSSM, params: PyTree, data: Sequences) -> HMMPosterior:
+    """Forward-backward on every sequence of prepared ``data`` (leading axis = sequence)."""
+
+    def one(y, m, n, u):
+        li, lt, ll = _potentials_one(model, params, y, m, u)
+        return hmm_smoother(li, lt, ll, n)
+
+    return jax.vmap(one)(data.emissions, data.mask, data.lengths, data.inputs)
+
+
+@eqx.filter_jit
+def _smoother(model, params, data):
+    return posterior_batch(model, params, data)
+
+
+@eqx.filter_jit
+def _viterbi(model, params, data):
+    def one(y, m, n, u):
+        li, lt, ll = _potentials_one(model, params, y, m, u)
+        return hmm_viterbi(li, lt, ll, n)
+
+    return jax.vmap(one)(data.emissions, data.mask, data.lengths, data.inputs)
+
+
+@eqx.filter_jit
+def _log_likelihood(model, params, data):
+    def one(y, m, n, u):
+        li, lt, ll = _potentials_one(model, params, y, m, u)
+        return hmm_filter(li, lt, ll, n).log_likelihood
+
+    return jax.vmap(one)(data.emissions, data.mask, data.lengths, data.inputs)
+
+
+def _prepare(model, params, data, inputs, lengths=None):
+    if not getattr(model, "discrete_states", False):
+        raise TypeError(f"{type(model).__name__} has continuous states; use kalman_smoother or the SMC engine.")
+    if hasattr(model, "check_params"):
+        model.check_params(params)
+    return as_model_data(model, data, inputs, lengths=lengths)
+
+
+def smoother(
+    model: DiscreteSSM, params: PyTree, data: Any, *, inputs: PyTree = None, lengths: Any = None
+) -> HMMPosterior:
+    """Posterior state probabilities ``(B, T, S)``, expected transitions and log-likelihoods per sequence."""
+    return _smoother(model, params, _prepare(model, params, data, inputs, lengths))
+
+
+def most_likely_states(
+    model: DiscreteSSM, params: PyTree, data: Any, *, inputs: PyTree = None, lengths: Any = None
+) -> Int[Array, "B T"]:
+    """Viterbi paths ``(B, T)`` (``-1`` at padded steps)."""
+    return _viterbi(model, params, _prepare(model, params, data, inputs, lengths))
+
+
+def marginal_log_likelihood(
+    model: DiscreteSSM, params: PyTree, data: Any, *, inputs: PyTree = None, lengths: Any = None
+) -> Float[Array, " B"]:
+    """:math:`\\log p(y_b \\mid \\theta)` of every sequence (states summed out)."""
+    return _log_likelihood(model, params, _prepare(model, params, data, inputs, lengths))
+
+
+def bits_per_spike(model: DiscreteSSM, params: PyTree, data: Any, baseline_rates: Any = None) -> float:
+    """:math:`(\\log p(y) - \\log p_{hom}(y)) / (n_{spikes} \\ln 2)`: the information gain of a discrete-state
+    count model (states summed out) over a homogeneous Poisson (or Bernoulli) model with one rate per unit;
+    ``baseline_rates``: the training mean counts per bin (default: the data's own)."""
+    import numpy as np
+
+    from pssm.boundary import as_sequences
+    from pssm.models.glm.metrics import homogeneous_log_likelihood
+
+    seqs = as_sequences(model, data)
+    ll = float(marginal_log_likelihood(model, params, seqs).sum())
+    observation = getattr(getattr(model, "emission_component", None), "observation", "poisson")
+    ll0 = float(homogeneous_log_likelihood(seqs, baseline_rates, observation))
+    n = float((seqs.emissions * seqs.mask[..., None]).sum())
+    if n <= 0:
+        raise ValueError("data contains no spikes; bits per spike is undefined.")
+    return (ll - ll0) / (n * np.log(2.0))

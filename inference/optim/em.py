@@ -1,0 +1,263 @@
+"""Expectation–maximisation for every discrete-state model built from components (the one EM driver).
+
+E-step: exact forward-backward on every sequence (``vmap``), giving :math:`\\gamma_{b,t}(s)` and expected
+transition counts :math:`\\xi`.  M-step: each component's own weighted update — initial (:math:`\\gamma_0`),
+transitions (:math:`\\xi`, plus :math:`\\gamma_0` when the initial distribution is stationary), emissions
+(weights :math:`\\gamma`, optimiser state and a key for iterative or sampled M-steps).  Frozen leaves
+(:func:`pssm.params.freeze`, or ``frozen=`` here) are put back bit for bit after every M-step.
+
+The objective is :math:`\\log p(y \\mid \\theta) + \\log p(\\theta)` with ``model.log_prior`` (the same prior
+the NumPyro bridge uses); ``log_objective[i]`` is its value at the params *entering* iteration ``i``.  Each
+iteration is one jitted function traced once per model/data shape; the Python loop gives a progress bar, traces,
+a convergence test and resumability (pass ``result.params`` back in).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, PRNGKeyArray
+from tqdm.auto import tqdm
+
+from pssm.arviz import summary_group, to_arviz
+from pssm.boundary import as_model_data
+from pssm.data import Sequences
+from pssm.inference.exact.discrete import posterior_batch
+from pssm.inference.exact.forward_backward import HMMPosterior
+from pssm.params import freeze, trainable_mask
+from pssm.protocol import PyTree
+
+__all__ = ["EMResult", "EMState", "em_init", "em_step", "fit_em", "fit_em_restarts", "resolve_spec"]
+
+
+class EMState(NamedTuple):
+    params: PyTree
+    m_step_state: PyTree
+
+
+class EMInfo(NamedTuple):
+    log_likelihood: Float[Array, ""]
+    log_objective: Float[Array, ""]
+
+
+class EMResult(NamedTuple):
+    params: PyTree
+    log_likelihoods: Float[Array, " iters"]
+    """Marginal log-likelihood of all sequences at the params *entering* each iteration."""
+    log_objective: Float[Array, " iters"]
+    """Log-likelihood + log prior (what EM increases)."""
+    converged: bool
+    num_iters: int
+    posterior: HMMPosterior | None = None
+    """Batched forward-backward at the final params."""
+    seconds_per_iter: float = float("nan")
+    m_step_state: PyTree = None
+
+    def __repr__(self) -> str:
+        ll = float(self.log_objective[-1]) if len(self.log_objective) else float("nan")
+        return (
+            f"EMResult(num_iters={self.num_iters}, converged={self.converged}, final_objective={ll:.6g}, "
+            f"seconds_per_iter={self.seconds_per_iter:.3g})"
+        )
+
+
+def resolve_spec(model, frozen: Sequence[str] | None):
+    """The model's params spec with the dotted paths in ``frozen`` made non-trainable."""
+    spec = model.param_spec()
+    return freeze(spec, *frozen) if frozen else spec
+
+
+def _components(model):
+    for name in ("initial_component", "transition_component", "emission_component"):
+        if not hasattr(model, name):
+            raise TypeError(
+                f"fit_em needs a component-built discrete-state model (HMM and its families); "
+                f"{type(model).__name__} has no {name}."
+            )
+
+
+def em_init(model, params: PyTree) -> EMState:
+    """Kernel state: params and the emission component's M-step state (optimiser state)."""
+    return EMState(params, model.emission_component.m_step_init(params.emissions))
+
+
+def em_step(key: PRNGKeyArray, state: EMState, model, data: Sequences, trainable: PyTree) -> tuple[EMState, EMInfo]:
+    """One EM iteration on prepared ``data`` (see :func:`pssm.boundary.as_model_data`); ``trainable`` is the
+    pytree of Python bools from :func:`pssm.params.trainable_mask` (static: hashed by value, so the step is traced
+    once per model, data shape and frozen set)."""
+    params = state.params
+    post = posterior_batch(model, params, data)
+    ll = post.log_likelihood.sum()
+    obj = ll + model.log_prior(params)
+    gamma0 = post.smoothed_probs[:, 0].sum(0)
+    xi = post.expected_transitions.sum(0)
+    init_c, trans_c, emit_c = model.initial_component, model.transition_component, model.emission_component
+    new_init = init_c.m_step(params.initial, gamma0)
+    stationary = gamma0 if init_c.kind == "stationary" else None
+    new_trans = trans_c.m_step(params.transitions, xi, stationary)
+    weights = post.smoothed_probs * data.mask[..., None]
+    new_em, m_state = emit_c.m_step(params.emissions, data, weights, state.m_step_state, key)
+    new = type(params)(new_init, new_trans, new_em)
+    new = jax.tree.map(lambda a, b: jnp.asarray(a, jnp.result_type(b)), new, params)
+    new = jax.tree.map(lambda m, a, b: a if m else b, trainable, new, params)
+    if not all(jax.tree.leaves(trainable.emissions)):
+        # some emission leaves are frozen: the component's update of the others assumed they moved, so keep it
+        # only if it raises the emission part of the objective (a generalised M-step: EM stays monotone)
+        def q(em):
+            ll_t = jax.vmap(lambda y, u: emit_c.log_likelihoods(em, y, u))(data.emissions, data.inputs)
+            return jnp.sum(jnp.where(weights > 0, weights * ll_t, 0.0)) + emit_c.log_prior(em, model.num_states)
+
+        better = q(new.emissions) >= q(params.emissions)
+        new = new._replace(
+            emissions=jax.tree.map(lambda a, b: jnp.where(better, a, b), new.emissions, params.emissions)
+        )
+    return EMState(new, m_state), EMInfo(ll, obj)
+
+
+@eqx.filter_jit
+def _em_step_jit(key, state, model, data, trainable):
+    return em_step(key, state, model, data, trainable)
+
+
+@eqx.filter_jit
+def _final(model, params, data):
+    post = posterior_batch(model, params, data)
+    return post, post.log_likelihood.sum() + model.log_prior(params)
+
+
+def fit_em(
+    key: PRNGKeyArray,
+    model,
+    params: PyTree,
+    data: Any,
+    *,
+    inputs: PyTree = None,
+    lengths: Any = None,
+    num_iters: int = 100,
+    tol: float = 1e-6,
+    min_iters: int = 1,
+    frozen: Sequence[str] = (),
+    progress: bool = False,
+) -> EMResult:
+    """Fit a component-built discrete-state model by EM (MAP under ``model.log_prior``).
+
+    ``data``: one sequence, a padded batch, a list of ragged sequences or a :class:`~pssm.data.Sequences`
+    (checked against ``model.emission_shape``).  ``key`` drives sampled or stochastic M-steps.  Stops after
+    ``num_iters`` iterations or when ``|obj_i - obj_{i-1}| <= tol (|obj_{i-1}| + 1)`` past ``min_iters``.
+    ``lengths`` marks padding of a padded batch.  ``frozen``: dotted params paths held fixed (e.g.
+    ``["initial", "emissions.covs"]``).
+    """
+    _components(model)
+    model.check_params(params)
+    return _fit_prepared(
+        key,
+        model,
+        params,
+        as_model_data(model, data, inputs, lengths=lengths),
+        num_iters=num_iters,
+        tol=tol,
+        min_iters=min_iters,
+        frozen=frozen,
+        progress=progress,
+    )
+
+
+def _fit_prepared(key, model, params, data, *, num_iters=100, tol=1e-6, min_iters=1, frozen=(), progress=False):
+    from pssm.validation import check_key, check_positive_int
+
+    check_key(key)
+    num_iters = check_positive_int(num_iters, "num_iters")
+    trainable = trainable_mask(resolve_spec(model, frozen))
+    ftype = jnp.result_type(float)
+    params = jax.tree.map(
+        lambda a: jnp.asarray(a, ftype) if jnp.issubdtype(jnp.asarray(a).dtype, jnp.floating) else a, params
+    )
+    state = em_init(model, params)
+    lls, objs, times, converged = [], [], [], False
+    it = tqdm(range(num_iters), desc=f"EM {type(model.emission_component).__name__}", disable=not progress)
+    for i in it:
+        key, sub = jax.random.split(key)
+        t0 = time.perf_counter()
+        new_state, info = _em_step_jit(sub, state, model, data, trainable)
+        ll, obj = float(info.log_likelihood), float(info.log_objective)
+        times.append(time.perf_counter() - t0)
+        if not np.isfinite(obj):
+            _explain_nonfinite(model, state.params, data, ll, obj, i)
+        lls.append(ll)
+        objs.append(obj)
+        it.set_postfix(objective=f"{obj:.4g}")
+        if i >= min_iters and abs(objs[-1] - objs[-2]) <= tol * (abs(objs[-2]) + 1.0):
+            converged = True
+            break
+        state = new_state
+    post, _ = _final(model, state.params, data)
+    spi = float(np.median(times[1:])) if len(times) > 1 else float(times[0])
+    return EMResult(
+        state.params, jnp.asarray(lls), jnp.asarray(objs), converged, len(lls), post, spi, state.m_step_state
+    )
+
+
+def _explain_nonfinite(model, params, data, ll, obj, i):
+    lp = float(model.log_prior(params))
+    if not np.isfinite(lp):
+        raise FloatingPointError(
+            f"EM: log prior is {lp} at iteration {i} (log-likelihood {ll}); a parameter lies where the prior has "
+            "no mass (e.g. a zero transition probability under a Dirichlet concentration > 1). Relax the prior or "
+            "move the initial params inside its support."
+        )
+    raise FloatingPointError(
+        f"EM: log-likelihood is {ll} at iteration {i}; some observation is impossible under the params (e.g. a "
+        "zero rate with a positive count, a class of probability zero). Check the initial params."
+    )
+
+
+def fit_em_restarts(
+    key: PRNGKeyArray,
+    model,
+    data: Any,
+    *,
+    inputs: PyTree = None,
+    lengths: Any = None,
+    num_restarts: int = 5,
+    **options: Any,
+) -> tuple[EMResult, list[EMResult]]:
+    """EM from ``num_restarts`` initialisations ``model.initialize(key, data)``; ``(best, all)`` by objective."""
+    from pssm.validation import check_positive_int
+
+    _components(model)
+    num_restarts = check_positive_int(num_restarts, "num_restarts")
+    prepared = as_model_data(model, data, inputs, lengths=lengths)
+    results = []
+    for k in jax.random.split(key, num_restarts):
+        ki, ke = jax.random.split(k)
+        results.append(_fit_prepared(ke, model, model.initialize(ki, prepared), prepared, **options))
+    best = max(results, key=lambda r: float(r.log_objective[-1]))
+    return best, results
+
+
+@to_arviz.register(EMResult)
+def _em_to_arviz(result: EMResult, *, model=None) -> Any:
+    """EM point estimates (one draw) + smoothed state probabilities; traces in ``sample_stats``."""
+    from pssm.params import leaf_names
+
+    names = leaf_names(result.params)
+    leaves = jax.tree.leaves(result.params)
+    post = {n: np.asarray(v) for n, v in zip(names, leaves, strict=True)}
+    dims = {}
+    if result.posterior is not None:
+        post["smoothed_probs"] = np.asarray(result.posterior.smoothed_probs)
+        dims["smoothed_probs"] = ["sequence", "time", "state"]
+    dims["em_log_likelihood"] = ["em_iteration"]
+    dims["em_log_objective"] = ["em_iteration"]
+    return summary_group(
+        post,
+        dims,
+        {},
+        sample_stats={"em_log_likelihood": result.log_likelihoods, "em_log_objective": result.log_objective},
+    )

@@ -1,0 +1,103 @@
+"""Stochastic variational inference for any model through the NumPyro bridge.
+
+The NumPyro model is :func:`pssm.inference.make_numpyro_model` (one site per trainable params leaf, the rest of
+``model.log_prior`` as a factor, states summed out exactly for discrete-state models), so the joint density is EM's
+objective :math:`\\log p(y \\mid \\theta) + \\log p(\\theta)`.  ``guide='delta'`` (``AutoDelta``) gives a MAP estimate;
+``'normal'`` (``AutoNormal``, mean field on the unconstrained space) an approximate posterior.  Both start at
+``params``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal, NamedTuple
+
+import jax
+import numpy as np
+import optax
+from jaxtyping import Array, Float, PRNGKeyArray
+from numpyro.infer import SVI, Trace_ELBO, init_to_value
+from numpyro.infer.autoguide import AutoDelta, AutoNormal
+
+from pssm.arviz import summary_group, to_arviz
+from pssm.boundary import as_sequences
+from pssm.inference.numpyro_model import make_numpyro_model
+from pssm.params import freeze, is_spec, path_name
+from pssm.protocol import PyTree
+from pssm.validation import check_key, check_positive_int
+
+__all__ = ["SVIResult", "fit_svi"]
+
+
+class SVIResult(NamedTuple):
+    """Point params (guide medians; frozen leaves as given), the loss trace (negative ELBO), the guide and its
+    fitted parameters."""
+
+    params: PyTree
+    losses: Float[Array, " steps"]
+    guide: Any
+    guide_params: dict
+
+    def sample_posterior(self, key: PRNGKeyArray, num_samples: int) -> dict[str, Array]:
+        """Draws of every parameter site from the fitted guide."""
+        return self.guide.sample_posterior(key, self.guide_params, sample_shape=(int(num_samples),))
+
+
+def _sites(spec, params):
+    flat, treedef = jax.tree_util.tree_flatten_with_path(spec, is_leaf=is_spec)
+    values = treedef.flatten_up_to(params)
+    return {path_name(p): v for (p, s), v in zip(flat, values, strict=True) if s.trainable}, flat, treedef, values
+
+
+def fit_svi(
+    key: PRNGKeyArray,
+    model,
+    params: PyTree,
+    data: Any,
+    *,
+    inputs: PyTree = None,
+    num_iters: int = 1000,
+    learning_rate: float = 0.01,
+    guide: Literal["delta", "normal"] = "delta",
+    init_scale: float = 0.05,
+    frozen: Sequence[str] = (),
+    progress: bool = False,
+) -> SVIResult:
+    """Fit ``model`` by SVI (Adam, ``num_iters`` steps) on ``data`` (anything the model's boundary accepts),
+    starting the guide at ``params`` (also the values of the ``frozen`` leaves)."""
+    check_key(key)
+    num_iters = check_positive_int(num_iters, "num_iters")
+    if guide not in ("delta", "normal"):
+        raise ValueError(f"guide must be 'delta' or 'normal'; got {guide!r}.")
+    if hasattr(model, "check_params"):
+        model.check_params(params)
+    spec = model.param_spec()
+    spec = freeze(spec, *frozen) if frozen else spec
+    init, flat, treedef, given = _sites(spec, params)
+    fn = make_numpyro_model(model, params=params, frozen=tuple(frozen))
+    seqs = as_sequences(model, data, inputs) if model.discrete_states else data
+    loc = init_to_value(values=init)
+    g = AutoDelta(fn, init_loc_fn=loc) if guide == "delta" else AutoNormal(fn, init_loc_fn=loc, init_scale=init_scale)
+    svi = SVI(fn, g, optax.adam(learning_rate), Trace_ELBO())
+    res = svi.run(key, num_iters, seqs, progress_bar=progress)
+    med = g.median(res.params)
+    leaves = [med[path_name(p)] if s.trainable else v for (p, s), v in zip(flat, given, strict=True)]
+    return SVIResult(jax.tree_util.tree_unflatten(treedef, leaves), res.losses, g, res.params)
+
+
+@to_arviz.register(SVIResult)
+def _svi_to_arviz(result: SVIResult, *, key: PRNGKeyArray | None = None, num_samples: int = 200, model=None):
+    """Guide draws as the posterior (one chain, drawn with ``key``), or without ``key`` the point params as one
+    draw; the loss trace in ``sample_stats``."""
+    import arviz as az
+
+    if key is None:
+        from pssm.params import leaf_names
+
+        post = dict(zip(leaf_names(result.params), map(np.asarray, jax.tree.leaves(result.params)), strict=True))
+        return summary_group(post, {}, sample_stats={"loss": result.losses})
+    draws = result.sample_posterior(key, num_samples)
+    return az.from_dict(
+        posterior={k: np.asarray(v)[None] for k, v in draws.items()},
+        sample_stats={"loss": np.asarray(result.losses)[None, None]},
+    )
