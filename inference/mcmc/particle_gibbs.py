@@ -205,7 +205,7 @@ def particle_gibbs(
 
 
 def _leaf_name(path) -> str:
-    return ".".join(str(getattr(k, "name", getattr(k, "key", getattr(k, "idx", k)))) for k in path)
+    return path_name(path)
 
 
 def _event_dims(name: str, arr: np.ndarray, lead: int) -> list[str]:

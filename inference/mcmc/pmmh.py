@@ -36,7 +36,7 @@ from pssm.inference.mcmc.csmc import run_chunked, validate_num_particles, valida
 from pssm.inference.numpyro_model import site_names
 from pssm.inference.smc.filter import FeynmanKac, as_feynman_kac, particle_filter
 from pssm.inference.smc.resampling import get_resampler
-from pssm.params import freeze, is_spec, leaf_names, spec_log_prior
+from pssm.params import freeze, is_spec, leaf_names, path_name, spec_log_prior
 from pssm.protocol import SSM, PyTree
 from pssm.validation import check_key
 
@@ -63,7 +63,7 @@ class ParamSpace:
         for i, (path, leaf) in enumerate(flat):
             if leaf is None:
                 if self.fixed is None:
-                    name = ".".join(str(getattr(k, "name", getattr(k, "key", k))) for k in path)
+                    name = path_name(path)
                     raise ValueError(f"prior leaf '{name}' is None (fixed) but params= was not given; pass params.")
                 continue
             shape = tuple(leaf.batch_shape) + tuple(leaf.event_shape)

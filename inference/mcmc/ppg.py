@@ -55,6 +55,7 @@ from pssm.inference.smc.paris import (
     paris_tau_from_indices,
 )
 from pssm.inference.smc.resampling import log_ess
+from pssm.params import path_name
 from pssm.protocol import SSM, PyTree, inputs_at
 from pssm.validation import check_key
 
@@ -392,7 +393,7 @@ def _named_leaves(tree: Any, names: list[str] | None, prefix: str) -> dict[str, 
         if names is not None:
             key = names[i]
         else:
-            parts = [str(getattr(k, "name", getattr(k, "key", getattr(k, "idx", k)))) for k in path]
+            parts = path_name(path).split(".") if path else []
             key = ".".join([prefix, *parts]) if parts else prefix
         out[key] = np.asarray(leaf)
     return out

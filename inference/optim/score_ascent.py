@@ -37,7 +37,7 @@ from pssm.inference.mcmc.ppg import PPGState, paris_sweep, ppg_step, validate_ba
 from pssm.inference.smc.backward import BackwardKernel
 from pssm.inference.smc.filter import FeynmanKac, as_feynman_kac
 from pssm.inference.smc.paris import default_backward_kernel, paris, score_functional
-from pssm.params import ParamSpec, freeze, trainable_mask
+from pssm.params import ParamSpec, freeze, path_name, trainable_mask
 from pssm.protocol import SSM, PyTree
 from pssm.validation import check_key
 
@@ -287,7 +287,7 @@ def _score_ascent_to_arviz(result: ScoreAscentResult) -> az.InferenceData:
     array) and ``sample_stats``: ``log_likelihood`` estimates.  Not posterior draws: a trace for plots."""
     post, dims = {}, {}
     for path, leaf in jax.tree_util.tree_flatten_with_path(result.theta_trace)[0]:
-        name = ".".join(str(getattr(k, "name", getattr(k, "key", getattr(k, "idx", k)))) for k in path) or "theta"
+        name = path_name(path) or "theta"
         post[name] = np.asarray(leaf)[None]
         dims[name] = [f"{name}_dim_{i}" for i in range(post[name].ndim - 2)]
     stats = {"log_likelihood_estimate": np.asarray(result.log_likelihood_trace)[None]}
