@@ -118,8 +118,9 @@ class HMM(DiscreteSSM):
         )
 
     def check_params(self, params: HMMParams) -> None:
-        """Structure and number-of-states checks, with messages naming the leaf."""
-        check_params_against_spec(self.param_spec(), params)
+        """Structure, number-of-states, shape and support checks, with messages naming the leaf."""
+        spec = self.param_spec()
+        check_params_against_spec(spec, params)
         S = self.num_states
         A = self.transition_component.matrix(params.transitions)
         if tuple(jnp.shape(A)) != (S, S):
@@ -129,7 +130,7 @@ class HMM(DiscreteSSM):
         got = self.emission_component.num_states_of(params.emissions)
         if got != S:
             raise ValueError(f"params.emissions describe {got} states; this model has num_states={S}.")
-        check_params_in_support(self.param_spec(), params)
+        check_params_in_support(spec, params)
 
     def initialize(self, key: PRNGKeyArray, data: Any, *, inputs: Any = None) -> HMMParams:
         """Starting params: the components' own initialisations (k-means on the observed rows for the closed-form
