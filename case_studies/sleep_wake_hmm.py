@@ -25,7 +25,7 @@ import jax
 import numpy as np
 
 from pssm.data import bin_spikes, intervals_to_labels, intervals_to_mask, train_test_split_blocks
-from pssm.inference import fit_em_restarts, marginal_log_likelihood, most_likely_states
+from pssm.inference import fit_em_restarts, marginal_log_likelihood
 from pssm.metrics import confusion_matrix, match_states
 from pssm.models import HMM, PoissonEmissions, StickyTransitions
 from pssm.nwb import read_nwb
@@ -86,8 +86,8 @@ def main(argv: list[str] | None = None) -> dict:
         best, _ = fit_em_restarts(
             k_fit, model, counts.astype(np.float32), num_restarts=args.restarts, num_iters=args.iters, tol=1e-7
         )
-        post = jax.tree.map(lambda a: a[0], best.posterior)
-        vit = np.asarray(most_likely_states(model, best.params, counts)[0])
+        post = best.posterior  # one sequence in, one sequence out: (T, S)
+        vit = np.asarray(best.most_likely_states())
         agree_vit, mapping = epoch_agreement(vit, labels, S)
         agree_post, _ = epoch_agreement(np.asarray(post.smoothed_probs.argmax(-1)), labels, S)
         agree_chance, _ = epoch_agreement(np.roll(vit, vit.shape[0] // 4), labels, S)

@@ -23,6 +23,14 @@ from pssm.protocol import SSM, discrete_log_potentials, inputs_at, log_joint, si
 
 __version__ = "0.1.0"
 
+
+def report(result, path, **kwargs):
+    """Write a self-contained HTML diagnostics page for ``result``; see :func:`pssm.reporting.report`."""
+    from pssm.reporting import report as _report
+
+    return _report(result, path, **kwargs)
+
+
 __all__ = [
     "BinnedSpikes",
     "NWBRecording",
@@ -31,6 +39,7 @@ __all__ = [
     "intervals_to_labels",
     "intervals_to_mask",
     "read_nwb",
+    "report",
     "split_by_group",
     "train_test_split_blocks",
     "SSM",

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import arviz as az
 import numpy as np
+
+if TYPE_CHECKING:
+    import arviz as az
 
 __all__ = ["to_arviz", "summary_group", "as_single_draw"]
 
@@ -45,6 +47,8 @@ def summary_group(
     constant_data: Mapping[str, Any] | None = None,
 ) -> az.InferenceData:
     """Build ``InferenceData`` for exact results (``posterior``, ``log_likelihood``, ``sample_stats``: one draw)."""
+    import arviz as az
+
     kw: dict[str, Any] = {"posterior": as_single_draw(posterior), "dims": dict(dims), "coords": dict(coords or {})}
     if observed_data is not None:
         kw["observed_data"] = {k: np.asarray(v) for k, v in observed_data.items()}

@@ -22,7 +22,15 @@ from pssm.data import Sequences
 from pssm.protocol import SSM, PyTree, model_inputs
 from pssm.validation import split_missing
 
-__all__ = ["ModelData", "as_sequences", "as_model_data", "with_model_inputs", "traced_sequences"]
+__all__ = [
+    "ModelData",
+    "as_sequences",
+    "as_model_data",
+    "is_single_sequence",
+    "unbatch",
+    "with_model_inputs",
+    "traced_sequences",
+]
 
 
 class ModelData(Sequences):
@@ -94,6 +102,21 @@ def as_sequences(
         f"{name} has shape {arr.shape}; {type(model).__name__} (emission_shape {want}) takes one sequence "
         f"(T, *{want}) or a padded batch (B, T, *{want})."
     )
+
+
+def is_single_sequence(model: SSM, data: Any) -> bool:
+    """True when ``data`` is one array ``(T, *emission_shape)`` (not a batch, list or :class:`Sequences`): results
+    for it drop the leading sequence axis."""
+    if isinstance(data, Sequences | list | tuple) or data is None:
+        return False
+    want = tuple(model.emission_shape)
+    ndim = len(np.shape(data))
+    return ndim == len(want) + 1 or (want == (1,) and ndim == 1)
+
+
+def unbatch(tree: PyTree) -> PyTree:
+    """Drop the leading sequence axis (of length 1) of every array leaf."""
+    return jax.tree.map(lambda a: a[0], tree)
 
 
 def as_model_data(model: SSM, data: Any, inputs: PyTree = None, *, lengths: Any = None) -> Sequences:

@@ -20,13 +20,12 @@ holds its right edge.
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pandas as pd
 from jaxtyping import Array, ArrayLike, Bool, Int
 
 from pssm.protocol import PyTree
@@ -37,9 +36,13 @@ from pssm.validation import (
     check_counts,
     check_positive_int,
     check_sequence,
+    is_dataframe,
     is_tracer,
     split_missing,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "Sequences",
@@ -282,7 +285,7 @@ class Sequences(eqx.Module):
         ``(T, D)``); ``input_columns`` become ``inputs`` ``(B, T_max, len(input_columns))``.  Returns the
         sequences and the group label of each sequence (for :func:`split_by_group`).
         """
-        if not isinstance(df, pd.DataFrame):
+        if not is_dataframe(df):
             raise TypeError(f"df must be a pandas DataFrame; got {type(df).__name__}.")
         cols = [columns] if isinstance(columns, str) else list(columns)
         wanted = cols + list(input_columns or []) + ([group] if group is not None else [])
@@ -499,7 +502,7 @@ class BinnedSpikes(NamedTuple):
 
 def _spikes_to_codes(spikes, units) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Normalise spike input to (unit labels, unit code per spike, spike times)."""
-    if isinstance(spikes, pd.DataFrame):
+    if is_dataframe(spikes):
         for c in ("unit", "time"):
             if c not in spikes.columns:
                 raise ValueError(f"spikes DataFrame needs columns 'unit' and 'time'; missing {c!r}.")

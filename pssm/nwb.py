@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-import h5py
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    import h5py
+    import pandas as pd
 
 __all__ = ["NWBRecording", "TimeSeries", "read_nwb"]
 
@@ -39,6 +41,8 @@ def _text(x: Any) -> Any:
 
 def _column_values(f: h5py.File, ds: h5py.Dataset) -> np.ndarray:
     """A column's values: text decoded, object references resolved to the referenced object's name."""
+    import h5py
+
     vals = ds[()]
     if ds.dtype.kind == "O" or ds.dtype.kind == "S":
         out = np.empty(len(vals), dtype=object)
@@ -64,6 +68,9 @@ def _ragged(values: np.ndarray, index: np.ndarray, name: str) -> list[np.ndarray
 
 def _read_table(f: h5py.File, path: str, skip: tuple[str, ...] = ()) -> pd.DataFrame:
     """An NWB DynamicTable as a DataFrame (``id`` column first); ragged columns become per-row arrays."""
+    import h5py
+    import pandas as pd
+
     g = f[path]
     if not isinstance(g, h5py.Group):
         raise ValueError(f"{path!r} in the NWB file is not a table (group).")
@@ -105,6 +112,8 @@ def _interval_table(f: h5py.File, path: str) -> pd.DataFrame:
 
 def _find_timeseries(f: h5py.File) -> list[str]:
     """Paths (relative to the file root) of every group holding a ``data`` dataset under acquisition/processing."""
+    import h5py
+
     found: list[str] = []
     for top in ("acquisition", "processing", "stimulus"):
         if top not in f:
@@ -149,6 +158,8 @@ class NWBRecording:
 
     def spike_table(self) -> pd.DataFrame:
         """All spikes as a DataFrame with columns ``unit`` and ``time``, sorted by time (ties by unit)."""
+        import pandas as pd
+
         units = [np.full(len(t), u) for u, t in self.spike_times.items()]
         times = list(self.spike_times.values())
         if not times:
@@ -162,6 +173,8 @@ class NWBRecording:
         Data are multiplied by the NWB ``conversion`` attribute (and ``offset`` if present).  Timestamps come
         from ``timestamps`` or, failing that, ``starting_time + arange(T) / rate``.
         """
+        import h5py
+
         candidates = (
             [name]
             if name in self.timeseries_names
@@ -199,6 +212,9 @@ def read_nwb(path: str | os.PathLike, *, require_units: bool = True) -> NWBRecor
     Needs only ``h5py``.  Raises ``FileNotFoundError`` for a missing file, ``ValueError`` for a file that is not
     HDF5 or lacks a ``units`` table (unless ``require_units=False``).
     """
+    import h5py
+    import pandas as pd
+
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"path: no such NWB file {path!r}.")

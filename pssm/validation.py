@@ -14,6 +14,7 @@ Dtype kinds follow numpy: ``"b"`` bool, ``"i"`` signed int, ``"u"`` unsigned int
 from __future__ import annotations
 
 import operator
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -64,6 +65,12 @@ def split_missing(emissions: Any, num_leading: int = 1, mask: Any = None):
 def is_tracer(x: Any) -> bool:
     """True for a jax tracer (inside ``jit``/``vmap``/``grad``), whose values cannot be inspected."""
     return isinstance(x, jax.core.Tracer)
+
+
+def is_dataframe(x: Any) -> bool:
+    """True for a pandas ``DataFrame`` (without importing pandas: if it is not loaded, ``x`` cannot be one)."""
+    pd = sys.modules.get("pandas")
+    return pd is not None and isinstance(x, pd.DataFrame)
 
 
 def _as_array(x: Any, name: str):

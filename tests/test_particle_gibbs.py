@@ -86,6 +86,7 @@ def test_conjugate_particle_gibbs_matches_nuts_on_the_kalman_likelihood(problem)
     )
     assert isinstance(r, ParticleGibbsResult)
     idata = to_arviz(r, var_names=VARS)
+    assert set(idata.to_datatree().children) == set(idata.groups())  # ArviZ 1.x container
     assert idata.posterior["path"].dims == ("chain", "draw", "time", "latent_dim")
     assert idata.posterior["path"].shape == (4, 1500, T, 1)
     assert {"log_likelihood_estimate", "ess", "path_update_rate"} <= set(idata.sample_stats.data_vars)
@@ -124,6 +125,7 @@ def test_particle_gibbs_with_nuts_through_numpyro_hmcgibbs(problem):
         method="backward",
     )
     idata = mcmc_to_arviz(mcmc)
+    assert set(idata.to_datatree().children) == set(idata.groups())  # ArviZ 1.x container
     assert idata.posterior["path"].dims == ("chain", "draw", "time", "latent_dim")
     assert idata.posterior["path"].shape == (2, 500, T, 1)
     assert max_z(idata, ref) < 4.0

@@ -67,6 +67,7 @@ def test_pmmh_matches_exact_posterior_within_mcse(problem):
     assert isinstance(r, PMMHResult)
     assert np.all((r.acceptance_rate > 0.05) & (r.acceptance_rate < 0.6)), r.acceptance_rate
     idata = to_arviz(r)
+    assert set(idata.to_datatree().children) == set(idata.groups())  # ArviZ 1.x container
     assert {"accepted", "log_likelihood_estimate", "ess"} <= set(idata.sample_stats.data_vars)
     assert idata.posterior["dynamics_weights"].shape == (4, 2500, 1, 1)
     exact = exact_moments(y)

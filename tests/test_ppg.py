@@ -117,6 +117,7 @@ def test_paris_particle_gibbs_api_resume_arviz_and_validation():
     exact = float(m_[0] ** 2 + P[0] + jnp.sum(m_[1:] * m_[:-1] + C))
     assert abs(float(r.estimate[0]) - exact) < 0.1 * abs(exact) + 2.0
     idata = to_arviz(r)
+    assert set(idata.to_datatree().children) == set(idata.groups())  # ArviZ 1.x container
     assert isinstance(idata, az.InferenceData)
     assert idata.posterior["path"].dims == ("chain", "draw", "time", "latent_dim")
     assert idata.posterior["estimate"].shape == (1, 6, 1)

@@ -80,6 +80,7 @@ def test_score_ascent_reaches_the_kalman_mle(estimator, num_particles, tol):
     assert rel_err(r.theta_average, mle) < tol, (r.theta_average, mle)
     assert rel_err(th0, mle) > 0.3  # it did have to move
     idata = to_arviz(r)
+    assert set(idata.to_datatree().children) == set(idata.groups())  # ArviZ 1.x container
     assert isinstance(idata, az.InferenceData) and idata.posterior["rho"].shape == (1, 250)
 
 
@@ -181,5 +182,6 @@ def test_markov_score_climbing_reaches_the_rts_smoother(kernel, proposal):
     assert np.all(np.abs(ratio - 1) < 0.15), ratio
     assert r.log_q_trace.shape == (n_it,)
     idata = to_arviz(r)
+    assert set(idata.to_datatree().children) == set(idata.groups())  # ArviZ 1.x container
     assert idata.posterior["q_mean"].dims == ("chain", "draw", "time", "latent_dim")
     assert idata.sample_stats["log_q"].shape == (1, 1, n_it)

@@ -145,6 +145,7 @@ def test_filtered_means_match_kalman_and_mask(x64):
     assert abs(float(res.log_likelihood - kf.log_likelihood)) < 0.3
     assert res.ess.shape == (40,) and res.resampled.dtype == bool and not bool(res.collapsed)
     idata = to_arviz(res, observations=ys)
+    assert set(idata.to_datatree().children) == set(idata.groups())  # ArviZ 1.x container
     assert "ess" in idata.sample_stats and idata.posterior["filtered"].dims[:3] == ("chain", "draw", "time")
 
 

@@ -113,6 +113,7 @@ def test_marginal_smoother_matches_rts(x64, lg_data):
     np.testing.assert_allclose(ms.variances[:, 0], ks.smoothed_covs[:, 0, 0], atol=0.1)
     np.testing.assert_allclose(jnp.exp(ms.log_weights).sum(1), 1.0, rtol=1e-8)
     idata = to_arviz(ms, observations=ys)
+    assert set(idata.to_datatree().children) == set(idata.groups())  # ArviZ 1.x container
     assert {"smoothed_mean", "smoothed_lower", "smoothed_upper"} <= set(idata.posterior.data_vars)
     axes = plot_smoothed_states(ms, observations=ys)
     assert len(axes) == 1 and len(axes[0].lines) >= 2
@@ -157,6 +158,7 @@ def test_paris_streaming_equals_offline_and_results(lg_data):
     ]
     assert jax.tree.map(lambda a: a.shape, shapes[0]) == jax.tree.map(lambda a: a.shape, shapes[1])
     idata = to_arviz(res)
+    assert set(idata.to_datatree().children) == set(idata.groups())  # ArviZ 1.x container
     assert "ess" in idata.sample_stats and "estimate" in idata.posterior
 
 
@@ -166,6 +168,7 @@ def test_ffbsi_results_to_arviz_and_plot(lg_data):
     assert res.trajectories.shape == (50, T, 1) and np.isfinite(float(res.log_likelihood))
     xs = jnp.zeros((T, 1))
     idata = to_arviz(res, observations=ys, truth=xs)
+    assert set(idata.to_datatree().children) == set(idata.groups())  # ArviZ 1.x container
     assert idata.posterior["x"].shape == (1, 50, T, 1)
     axes = plot_smoothed_states(res, truth=xs, observations=ys)
     assert len(axes[0].lines) == 3

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
-from pssm.boundary import as_model_data
+from pssm.boundary import as_model_data, is_single_sequence, unbatch
 from pssm.data import Sequences
 from pssm.inference.exact.forward_backward import HMMPosterior, hmm_filter, hmm_smoother, hmm_viterbi
 from pssm.protocol import DiscreteSSM, PyTree
@@ -87,22 +87,26 @@ def _prepare(model, params, data, inputs, lengths=None):
 def smoother(
     model: DiscreteSSM, params: PyTree, data: Any, *, inputs: PyTree = None, lengths: Any = None
 ) -> HMMPosterior:
-    """Posterior state probabilities ``(B, T, S)``, expected transitions and log-likelihoods per sequence."""
-    return _smoother(model, params, _prepare(model, params, data, inputs, lengths))
+    """Posterior state probabilities ``(B, T, S)``, expected transitions and log-likelihoods per sequence
+    (``(T, S)`` etc. without the sequence axis when ``data`` is one array ``(T, ...)``)."""
+    out = _smoother(model, params, _prepare(model, params, data, inputs, lengths))
+    return unbatch(out) if is_single_sequence(model, data) else out
 
 
 def most_likely_states(
     model: DiscreteSSM, params: PyTree, data: Any, *, inputs: PyTree = None, lengths: Any = None
 ) -> Int[Array, "B T"]:
-    """Viterbi paths ``(B, T)`` (``-1`` at padded steps)."""
-    return _viterbi(model, params, _prepare(model, params, data, inputs, lengths))
+    """Viterbi paths ``(B, T)`` (``-1`` at padded steps; ``(T,)`` when ``data`` is one array)."""
+    out = _viterbi(model, params, _prepare(model, params, data, inputs, lengths))
+    return out[0] if is_single_sequence(model, data) else out
 
 
 def marginal_log_likelihood(
     model: DiscreteSSM, params: PyTree, data: Any, *, inputs: PyTree = None, lengths: Any = None
 ) -> Float[Array, " B"]:
-    """:math:`\\log p(y_b \\mid \\theta)` of every sequence (states summed out)."""
-    return _log_likelihood(model, params, _prepare(model, params, data, inputs, lengths))
+    """:math:`\\log p(y_b \\mid \\theta)` of every sequence (states summed out; a scalar for one array)."""
+    out = _log_likelihood(model, params, _prepare(model, params, data, inputs, lengths))
+    return out[0] if is_single_sequence(model, data) else out
 
 
 def bits_per_spike(model: DiscreteSSM, params: PyTree, data: Any, baseline_rates: Any = None) -> float:

@@ -17,9 +17,8 @@ All functions are pure, ``jit``-able and ``vmap``-able.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-import arviz as az
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -27,6 +26,10 @@ from jax.scipy.special import logsumexp
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from pssm.arviz import summary_group, to_arviz
+from pssm.display import short_repr
+
+if TYPE_CHECKING:
+    import arviz as az
 
 __all__ = [
     "HMMFilterResult",
@@ -46,6 +49,8 @@ class HMMFilterResult(NamedTuple):
     filtered_probs: Float[Array, "T S"]
     predicted_probs: Float[Array, "T S"]
 
+    __repr__ = short_repr
+
 
 class HMMPosterior(NamedTuple):
     """Forward-backward output.  ``expected_transitions[i, j] = sum_t p(z_t=i, z_{t+1}=j | y)``."""
@@ -56,6 +61,8 @@ class HMMPosterior(NamedTuple):
     smoothed_probs: Float[Array, "T S"]
     expected_transitions: Float[Array, "S S"]
     pairwise_probs: Float[Array, "Tm1 S S"] | None = None
+
+    __repr__ = short_repr
 
 
 def _prep(log_initial, log_transitions, log_likelihoods, length):

@@ -14,9 +14,8 @@ of ragged sequences ``vmap`` cleanly.  Results include lag-one cross-covariances
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-import arviz as az
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -24,7 +23,11 @@ from jax.scipy.linalg import cho_factor, cho_solve
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
 from pssm.arviz import summary_group, to_arviz
+from pssm.display import short_repr
 from pssm.validation import split_missing
+
+if TYPE_CHECKING:
+    import arviz as az
 
 __all__ = [
     "KalmanFilterResult",
@@ -43,6 +46,8 @@ class KalmanFilterResult(NamedTuple):
     predicted_means: Float[Array, "T Dx"]
     predicted_covs: Float[Array, "T Dx Dx"]
 
+    __repr__ = short_repr
+
 
 class KalmanSmootherResult(NamedTuple):
     log_likelihood: Float[Array, ""]
@@ -52,6 +57,8 @@ class KalmanSmootherResult(NamedTuple):
     smoothed_covs: Float[Array, "T Dx Dx"]
     smoothed_cross_covs: Float[Array, "Tm1 Dx Dx"]
     """``smoothed_cross_covs[t] = Cov(x_{t+1}, x_t | y)``."""
+
+    __repr__ = short_repr
 
 
 def _sym(P):

@@ -30,9 +30,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
-from tqdm.auto import tqdm
 
 from pssm.arviz import summary_group, to_arviz
+from pssm.display import short_repr
 from pssm.inference.smc.backward import BackwardKernel, check_backward_kernel
 from pssm.inference.smc.ffbsi import ffbsi
 from pssm.inference.smc.filter import (
@@ -78,6 +78,8 @@ class CSMCResult(NamedTuple):
     indices: Int[Array, " T"]
     """Particle index of the new path at each step (0 = the reference slot)."""
     history: ParticleHistory
+
+    __repr__ = short_repr
 
 
 @to_arviz.register(CSMCResult)
@@ -355,6 +357,8 @@ def run_chunked(
 
     keys = jax.random.split(key, -(-num_iters // chunk) * chunk)
     outs = []
+    from tqdm.auto import tqdm
+
     bar = tqdm(total=num_iters, desc=desc, disable=not progress, leave=False)
     done = 0
     while done < num_iters:

@@ -20,9 +20,8 @@ leaves :math:`p(\\theta, x_{0:T-1} \\mid y_{0:T-1})` invariant.  Two ways to dra
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-import arviz as az
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -31,6 +30,7 @@ from jaxtyping import Array, Bool, Float, PRNGKeyArray
 from numpyro.infer import MCMC, NUTS, HMCGibbs
 
 from pssm.arviz import to_arviz
+from pssm.display import short_repr
 from pssm.inference.mcmc.csmc import (
     csmc_kernel,
     run_chunked,
@@ -45,6 +45,9 @@ from pssm.inference.smc.filter import FeynmanKac, as_feynman_kac
 from pssm.params import freeze, is_spec, path_name
 from pssm.protocol import SSM, PyTree, simulate
 from pssm.validation import check_key
+
+if TYPE_CHECKING:
+    import arviz as az
 
 __all__ = [
     "ParticleGibbsState",
@@ -87,6 +90,8 @@ class ParticleGibbsResult(NamedTuple):
     path_update_rate: Float[Array, "C D"]
     state: ParticleGibbsState
     """Final state of every chain (leading ``chain`` axis): pass it back as ``state=`` to continue."""
+
+    __repr__ = short_repr
 
 
 def particle_gibbs_init(path: Array, params: PyTree) -> ParticleGibbsState:
@@ -222,6 +227,8 @@ def _pg_to_arviz(result: ParticleGibbsResult, *, var_names: Sequence[str] | None
     """Parameter draws (named by their pytree path, e.g. ``dynamics_weights``) and the paths ``path`` over
     ``(chain, draw, time, latent_dim)``; ``sample_stats``: conditional log normaliser (``log_likelihood``), mean
     particle ESS (``ess``), ``path_update_rate``.  ``var_names`` keeps only those parameters."""
+    import arviz as az
+
     post: dict[str, np.ndarray] = {}
     dims: dict[str, list[str]] = {}
     for path, leaf in jax.tree_util.tree_flatten_with_path(result.params)[0]:
@@ -390,6 +397,8 @@ def particle_gibbs_nuts(
 def mcmc_to_arviz(mcmc: MCMC, **kwargs: Any) -> az.InferenceData:
     """``arviz.from_numpyro`` plus the path as ``path`` over ``(chain, draw, time, latent_dim)`` (sites ``x_0``,
     ``x`` joined) and ``sample_stats`` from NUTS."""
+    import arviz as az
+
     idata = az.from_numpyro(mcmc, **kwargs)
     s = mcmc.get_samples(group_by_chain=True)
     if "x_0" in s and "x" in s:

@@ -21,9 +21,8 @@ Which leaves are sampled: by default (``prior=None``) those of ``model.param_spe
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-import arviz as az
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -32,6 +31,7 @@ from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 from numpyro.distributions.transforms import biject_to
 
 from pssm.arviz import to_arviz
+from pssm.display import short_repr
 from pssm.inference.mcmc.csmc import run_chunked, validate_num_particles, validate_sequence
 from pssm.inference.numpyro_model import site_names
 from pssm.inference.smc.filter import FeynmanKac, as_feynman_kac, particle_filter
@@ -39,6 +39,9 @@ from pssm.inference.smc.resampling import get_resampler
 from pssm.params import freeze, is_spec, leaf_names, path_name, spec_log_prior
 from pssm.protocol import SSM, PyTree
 from pssm.validation import check_key
+
+if TYPE_CHECKING:
+    import arviz as az
 
 __all__ = ["ParamSpace", "PMMHState", "PMMHInfo", "PMMHResult", "spec_prior", "pmmh_init", "pmmh_step", "pmmh"]
 
@@ -155,6 +158,8 @@ class PMMHResult(NamedTuple):
     params: PyTree = None
     """The draws as params pytrees, leaves ``(chain, draw, ...)``: sampled leaves from ``samples``, fixed leaves
     the given ``params`` bit for bit (read-only broadcast views, no copies)."""
+
+    __repr__ = short_repr
 
 
 def spec_prior(model: SSM, frozen: Sequence[str] = ()) -> PyTree:
@@ -407,6 +412,8 @@ def _draws_as_params(space: ParamSpace, sites: dict[str, Array], lead: tuple[int
 def _pmmh_to_arviz(result: PMMHResult, *, var_names: Sequence[str] | None = None) -> az.InferenceData:
     """Draws by site name over ``(chain, draw, ...)``; ``sample_stats``: ``accepted``, ``log_likelihood``
     (particle estimate at the current state) and ``ess`` (mean particle ESS of each proposal's filter)."""
+    import arviz as az
+
     post = {k: np.asarray(v) for k, v in result.samples.items() if var_names is None or k in var_names}
     dims = {k: [f"{k}_dim_{i}" for i in range(v.ndim - 2)] for k, v in post.items()}
     stats = {

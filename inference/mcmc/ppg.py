@@ -27,9 +27,8 @@ bounds its transition density, else exact).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-import arviz as az
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -37,6 +36,7 @@ import numpy as np
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
 from pssm.arviz import to_arviz
+from pssm.display import short_repr
 from pssm.inference.mcmc.csmc import (
     REFERENCE_SLOT,
     csmc_init,
@@ -58,6 +58,9 @@ from pssm.inference.smc.resampling import log_ess
 from pssm.params import path_name
 from pssm.protocol import SSM, PyTree, inputs_at
 from pssm.validation import check_key
+
+if TYPE_CHECKING:
+    import arviz as az
 
 __all__ = [
     "PaRISSweep",
@@ -106,6 +109,8 @@ class PPGResult(NamedTuple):
     state: PPGState
     paths: Array | None = None
     """Frozen path after each iteration ``(k, T, *event)`` when ``store_paths``."""
+
+    __repr__ = short_repr
 
 
 def _weighted(tau, lw):
@@ -368,6 +373,8 @@ def _ppg_to_arviz(result: PPGResult, *, names: list[str] | None = None) -> az.In
     """Per-iteration estimates as draws of one chain (``posterior``; burn-in included, see ``attrs``) and the
     frozen paths (``path`` with dims ``time``, ``latent_dim``) when stored; ``sample_stats``: the conditional
     log normaliser and the mean particle ESS of each iteration."""
+    import arviz as az
+
     post = _named_leaves(result.estimates, names, prefix="estimate")
     dims: dict[str, list[str]] = {}
     if result.paths is not None:

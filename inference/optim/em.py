@@ -23,10 +23,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
-from tqdm.auto import tqdm
 
 from pssm.arviz import summary_group, to_arviz
-from pssm.boundary import as_model_data
+from pssm.boundary import as_model_data, is_single_sequence, unbatch
 from pssm.data import Sequences
 from pssm.inference.exact.discrete import posterior_batch
 from pssm.inference.exact.forward_backward import HMMPosterior
@@ -58,13 +57,28 @@ class EMResult(NamedTuple):
     """Batched forward-backward at the final params."""
     seconds_per_iter: float = float("nan")
     m_step_state: PyTree = None
+    model: Any = None
+    """The fitted model (for :meth:`most_likely_states`)."""
+    data: Any = None
+    """The prepared data it was fitted to."""
+    single: bool = False
+    """True when fitted to one array ``(T, ...)``: ``posterior`` and the decoded path have no sequence axis."""
 
     def __repr__(self) -> str:
         ll = float(self.log_objective[-1]) if len(self.log_objective) else float("nan")
         return (
             f"EMResult(num_iters={self.num_iters}, converged={self.converged}, final_objective={ll:.6g}, "
-            f"seconds_per_iter={self.seconds_per_iter:.3g})"
+            f"seconds_per_iter={self.seconds_per_iter:.3g}, model={type(self.model).__name__})"
         )
+
+    def most_likely_states(self) -> Any:
+        """Viterbi path(s) of the fitted data at the fitted params: ``(T,)`` for one sequence, else ``(B, T)``."""
+        from pssm.inference.exact.discrete import _viterbi
+
+        if self.model is None or self.data is None:
+            raise ValueError("this EMResult has no model/data (built by hand); use pssm.inference.most_likely_states.")
+        path = _viterbi(self.model, self.params, self.data)
+        return path[0] if self.single else path
 
 
 def resolve_spec(model, frozen: Sequence[str] | None):
@@ -155,7 +169,7 @@ def fit_em(
     """
     _components(model)
     model.check_params(params)
-    return _fit_prepared(
+    result = _fit_prepared(
         key,
         model,
         params,
@@ -166,6 +180,11 @@ def fit_em(
         frozen=frozen,
         progress=progress,
     )
+    return _as_single(result) if is_single_sequence(model, data) else result
+
+
+def _as_single(result: EMResult) -> EMResult:
+    return result._replace(posterior=unbatch(result.posterior), single=True)
 
 
 def _fit_prepared(key, model, params, data, *, num_iters=100, tol=1e-6, min_iters=1, frozen=(), progress=False):
@@ -180,6 +199,8 @@ def _fit_prepared(key, model, params, data, *, num_iters=100, tol=1e-6, min_iter
     )
     state = em_init(model, params)
     lls, objs, times, converged = [], [], [], False
+    from tqdm.auto import tqdm
+
     it = tqdm(range(num_iters), desc=f"EM {type(model.emission_component).__name__}", disable=not progress)
     for i in it:
         key, sub = jax.random.split(key)
@@ -199,7 +220,16 @@ def _fit_prepared(key, model, params, data, *, num_iters=100, tol=1e-6, min_iter
     post, _ = _final(model, state.params, data)
     spi = float(np.median(times[1:])) if len(times) > 1 else float(times[0])
     return EMResult(
-        state.params, jnp.asarray(lls), jnp.asarray(objs), converged, len(lls), post, spi, state.m_step_state
+        state.params,
+        jnp.asarray(lls),
+        jnp.asarray(objs),
+        converged,
+        len(lls),
+        post,
+        spi,
+        state.m_step_state,
+        model,
+        data,
     )
 
 
@@ -237,6 +267,8 @@ def fit_em_restarts(
     for k in jax.random.split(key, num_restarts):
         ki, ke = jax.random.split(k)
         results.append(_fit_prepared(ke, model, model.initialize(ki, prepared), prepared, **options))
+    if is_single_sequence(model, data):
+        results = [_as_single(r) for r in results]
     best = max(results, key=lambda r: float(r.log_objective[-1]))
     return best, results
 
@@ -252,7 +284,7 @@ def _em_to_arviz(result: EMResult, *, model=None) -> Any:
     dims = {}
     if result.posterior is not None:
         post["smoothed_probs"] = np.asarray(result.posterior.smoothed_probs)
-        dims["smoothed_probs"] = ["sequence", "time", "state"]
+        dims["smoothed_probs"] = ["time", "state"] if result.single else ["sequence", "time", "state"]
     dims["em_log_likelihood"] = ["em_iteration"]
     dims["em_log_objective"] = ["em_iteration"]
     return summary_group(

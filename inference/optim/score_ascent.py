@@ -21,9 +21,8 @@ iterates.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-import arviz as az
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -32,6 +31,7 @@ import optax
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 from pssm.arviz import to_arviz
+from pssm.display import short_repr
 from pssm.inference.mcmc.csmc import run_chunked, validate_num_particles, validate_reference, validate_sequence
 from pssm.inference.mcmc.ppg import PPGState, paris_sweep, ppg_step, validate_backward
 from pssm.inference.smc.backward import BackwardKernel
@@ -40,6 +40,9 @@ from pssm.inference.smc.paris import default_backward_kernel, paris, score_funct
 from pssm.params import ParamSpec, freeze, path_name, trainable_mask
 from pssm.protocol import SSM, PyTree
 from pssm.validation import check_key
+
+if TYPE_CHECKING:
+    import arviz as az
 
 __all__ = ["ScoreAscentState", "ScoreAscentResult", "score_estimate", "score_ascent_step", "score_ascent"]
 
@@ -67,6 +70,8 @@ class ScoreAscentResult(NamedTuple):
     """PaRIS: the filter's log-likelihood estimate; PPG: the conditional filter's log normaliser (biased upward —
     a trend diagnostic only)."""
     state: ScoreAscentState
+
+    __repr__ = short_repr
 
 
 def score_estimate(
@@ -285,6 +290,8 @@ def score_ascent(
 def _score_ascent_to_arviz(result: ScoreAscentResult) -> az.InferenceData:
     """The θ trace as one chain (``posterior``, draw = iteration; leaves named by pytree path, ``theta`` for a bare
     array) and ``sample_stats``: ``log_likelihood`` estimates.  Not posterior draws: a trace for plots."""
+    import arviz as az
+
     post, dims = {}, {}
     for path, leaf in jax.tree_util.tree_flatten_with_path(result.theta_trace)[0]:
         name = path_name(path) or "theta"

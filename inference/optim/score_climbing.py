@@ -20,9 +20,8 @@ over ``num_chains`` parallel chains and divided by :math:`T`; the optimiser is a
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-import arviz as az
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -31,6 +30,7 @@ import optax
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 from pssm.arviz import summary_group, to_arviz
+from pssm.display import short_repr
 from pssm.inference.mcmc.csmc import (
     csmc_kernel,
     run_chunked,
@@ -43,6 +43,9 @@ from pssm.inference.smc.filter import FeynmanKac
 from pssm.inference.smc.paris import AdditiveFunctional
 from pssm.protocol import SSM, PyTree, simulate
 from pssm.validation import check_key
+
+if TYPE_CHECKING:
+    import arviz as az
 
 __all__ = [
     "GaussianMarkovQ",
@@ -67,6 +70,8 @@ class GaussianMarkovQ(NamedTuple):
     weights: Float[Array, "Tm1 D D"]
     bias: Float[Array, "Tm1 D"]
     chol: Float[Array, "Tm1 D D"]
+
+    __repr__ = short_repr
 
 
 def _tril(raw):
@@ -175,6 +180,8 @@ class ScoreClimbingResult(NamedTuple):
     """Marginal means of :math:`q` after each iteration when ``store_means``."""
     state: ScoreClimbingState
 
+    __repr__ = short_repr
+
 
 def _zero_functional():
     return AdditiveFunctional.from_fn(lambda xp, x, t: jnp.zeros((), jnp.result_type(float)))
@@ -277,6 +284,8 @@ def markov_score_climbing(
 def _msc_to_arviz(result: ScoreClimbingResult) -> az.InferenceData:
     """Marginal means and standard deviations of the fitted :math:`q` over ``(time, latent_dim)`` (one draw) and the
     traces of :math:`\\log q` and the conditional log normaliser in ``sample_stats`` (over ``iteration``)."""
+    import arviz as az
+
     sd = np.sqrt(np.clip(np.diagonal(np.asarray(result.covs), axis1=-2, axis2=-1), 0.0, None))
     post = {"q_mean": np.asarray(result.means), "q_sd": sd}
     dims = {

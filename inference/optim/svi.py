@@ -21,6 +21,7 @@ from numpyro.infer.autoguide import AutoDelta, AutoNormal
 
 from pssm.arviz import summary_group, to_arviz
 from pssm.boundary import as_sequences
+from pssm.display import short_repr
 from pssm.inference.numpyro_model import make_numpyro_model
 from pssm.params import freeze, is_spec, path_name
 from pssm.protocol import PyTree
@@ -41,6 +42,8 @@ class SVIResult(NamedTuple):
     def sample_posterior(self, key: PRNGKeyArray, num_samples: int) -> dict[str, Array]:
         """Draws of every parameter site from the fitted guide."""
         return self.guide.sample_posterior(key, self.guide_params, sample_shape=(int(num_samples),))
+
+    __repr__ = short_repr
 
 
 def _sites(spec, params):

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from pssm.arviz import summary_group, to_arviz
+from pssm.display import short_repr
 from pssm.inference.smc.backward import BackwardKernel, ExactBackward
 from pssm.inference.smc.filter import ParticleHistory, as_feynman_kac, particle_filter, validate_sequence
 from pssm.inference.smc.resampling import multinomial, normalize_log_weights
@@ -39,6 +40,8 @@ class FFBSiResult(NamedTuple):
     log_likelihood: Float[Array, ""]
     """The forward filter's log-likelihood estimate (``nan`` if only a history was given)."""
 
+    __repr__ = short_repr
+
 
 class MarginalSmootherResult(NamedTuple):
     log_weights: Float[Array, "T N"]
@@ -48,6 +51,8 @@ class MarginalSmootherResult(NamedTuple):
     variances: Array
     """``(T, *event)`` smoothed (elementwise) variances."""
     log_likelihood: Float[Array, ""]
+
+    __repr__ = short_repr
 
 
 def _log_transition_at(model: SSM, params, t, u):

@@ -30,6 +30,7 @@ import numpyro.distributions as dist
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 from pssm.arviz import summary_group, to_arviz
+from pssm.display import short_repr
 from pssm.inference.smc.resampling import (
     Resampler,
     ess_of_normalized,
@@ -181,6 +182,8 @@ class ParticleHistory(NamedTuple):
     """``ancestors[t, k]`` indexes the particle at ``t-1`` that particle ``k`` at ``t`` descends from
     (``ancestors[0] = arange(N)``)."""
 
+    __repr__ = short_repr
+
 
 class ParticleFilterResult(NamedTuple):
     log_likelihood: Float[Array, ""]
@@ -192,6 +195,8 @@ class ParticleFilterResult(NamedTuple):
     collapsed: Bool[Array, ""]
     final_state: ParticleFilterState
     history: ParticleHistory | None
+
+    __repr__ = short_repr
 
 
 def _constrain(tree, sharding):

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 from pssm.arviz import summary_group, to_arviz
+from pssm.display import short_repr
 from pssm.inference.smc.backward import BackwardKernel, ExactBackward, RejectionBackward, check_backward_kernel
 from pssm.inference.smc.filter import (
     FeynmanKac,
@@ -134,6 +135,8 @@ class PaRISResult(NamedTuple):
     resampled: Bool[Array, " T"]
     collapsed: Bool[Array, ""]
     final_state: PaRISState
+
+    __repr__ = short_repr
 
 
 def default_backward_kernel(model: SSM) -> BackwardKernel:

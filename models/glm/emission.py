@@ -41,6 +41,7 @@ from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 from numpyro.distributions import constraints
 
 from pssm.data import Sequences
+from pssm.display import short_repr
 from pssm.models.glm.bases import as_basis
 from pssm.models.glm.concrete import concrete_log_prob
 from pssm.models.hmm.emissions import EmissionComponent
@@ -74,6 +75,8 @@ class GLMParams(NamedTuple):
     adjacency_logits: Array | None = None
     prior_logits: Array | None = None
     input_weights: Array | None = None
+
+    __repr__ = short_repr
 
 
 def _check_choice(name, value, options):

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
+from pssm.display import short_repr
 from pssm.models.glm.emission import GLMEmissions, GLMParams
 from pssm.models.hmm.components import (
     InitialDistribution,
@@ -111,6 +112,8 @@ class SyntheticHMMGLM(NamedTuple):
     adjacency_prior: Array
     weights: Array
     generator: str
+
+    __repr__ = short_repr
 
 
 def synthetic_hmm_glm(

@@ -39,6 +39,7 @@ import numpyro.distributions as dist
 from jaxtyping import Array, Float
 from numpyro.distributions import constraints
 
+from pssm.display import short_repr
 from pssm.models.hmm.emissions import EmissionComponent, _iw_log_prior, _kmeans_start
 from pssm.params import ParamSpec
 
@@ -62,6 +63,8 @@ class AutoregressiveParams(NamedTuple):
     biases: Float[Array, "S D"]
     coefficients: Array
     covs: Array
+
+    __repr__ = short_repr
 
 
 class AutoregressiveEmissions(EmissionComponent):

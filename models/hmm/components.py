@@ -24,6 +24,7 @@ from jax.scipy.special import xlogy
 from jaxtyping import Array, Float, PRNGKeyArray
 from numpyro.distributions import constraints
 
+from pssm.display import short_repr
 from pssm.distributions import Dirichlet
 from pssm.params import ParamSpec, spec_log_prior
 
@@ -82,6 +83,8 @@ def stationary_distribution(matrix: Float[Array, "S S"]) -> Float[Array, " S"]:
 class InitialParams(NamedTuple):
     probs: Float[Array, " S"] | None = None
 
+    __repr__ = short_repr
+
 
 class InitialDistribution(Component):
     """Initial state distribution: ``kind`` ``"learned"`` (MAP under ``Dir(concentration)``), ``"fixed"`` (not
@@ -125,6 +128,8 @@ class InitialDistribution(Component):
 # --------------------------------------------------------------------------------------------- transitions
 class TransitionParams(NamedTuple):
     matrix: Float[Array, "S S"]
+
+    __repr__ = short_repr
 
 
 class TransitionComponent(Component):

@@ -30,6 +30,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from numpyro.distributions import constraints
 
 from pssm.data import Sequences
+from pssm.display import short_repr
 from pssm.distributions import Dirichlet
 from pssm.models.hmm.components import Component
 from pssm.models.hmm.init import initial_responsibilities
@@ -123,6 +124,8 @@ def _kmeans_start(component, key, num_states, data):
 class PoissonParams(NamedTuple):
     rates: Float[Array, "S D"]
 
+    __repr__ = short_repr
+
 
 class PoissonEmissions(EmissionComponent):
     """Independent Poisson counts, rates :math:`\\lambda_{s,d} \\sim \\mathrm{Gamma}(a, b)` (shape, rate)."""
@@ -172,6 +175,8 @@ class GaussianParams(NamedTuple):
 
     means: Float[Array, "S D"]
     covs: Array
+
+    __repr__ = short_repr
 
 
 def _iw_log_prior(covs, reg, dof, full):
@@ -272,6 +277,8 @@ class GaussianEmissions(EmissionComponent):
 # --------------------------------------------------------------------------------------------- categorical
 class CategoricalParams(NamedTuple):
     probs: Float[Array, "S D C"]
+
+    __repr__ = short_repr
 
 
 class CategoricalEmissions(EmissionComponent):

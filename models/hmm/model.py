@@ -20,6 +20,7 @@ import numpyro.distributions as dist
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from pssm.boundary import as_model_data
+from pssm.display import short_repr
 from pssm.models.hmm.components import (
     InitialDistribution,
     InitialParams,
@@ -62,6 +63,8 @@ class HMMParams(NamedTuple):
     initial: InitialParams
     transitions: PyTree
     emissions: PyTree
+
+    __repr__ = short_repr
 
 
 class HMM(DiscreteSSM):

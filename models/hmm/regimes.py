@@ -43,6 +43,7 @@ from jaxtyping import Array, Float
 from numpyro.distributions import constraints
 
 from pssm.data import Sequences
+from pssm.display import short_repr
 from pssm.distributions import Dirichlet
 from pssm.models.hmm.autoregressive import solve_psd
 from pssm.models.hmm.components import (
@@ -173,6 +174,8 @@ class SwitchingMeanARParams(NamedTuple):
     means: Float[Array, " k"]
     ar_coefficients: Array
     variances: Array
+
+    __repr__ = short_repr
 
 
 class SwitchingMeanAREmissions(EmissionComponent):
@@ -358,6 +361,8 @@ class MarkovSwitchingARParams(NamedTuple):
     ar_coefficients: Array
     variances: Array
     transition_matrix: Float[Array, "k k"]
+
+    __repr__ = short_repr
 
 
 def markov_switching_ar(

@@ -19,6 +19,7 @@ import numpyro.distributions as dist
 from jaxtyping import Array, Float, PRNGKeyArray
 from numpyro.distributions import constraints
 
+from pssm.display import short_repr
 from pssm.distributions import GaussianTril
 from pssm.protocol import SSM
 from pssm.validation import as_float
@@ -37,6 +38,8 @@ class LGSSMParams(NamedTuple):
     emission_input_weights: Float[Array, "Dy Du"]
     emission_bias: Float[Array, " Dy"]
     emission_cov: Float[Array, "Dy Dy"]
+
+    __repr__ = short_repr
 
 
 def _u(inputs, du, dtype):

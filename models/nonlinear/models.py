@@ -29,6 +29,7 @@ import numpyro.distributions as dist
 from jaxtyping import Array, Float, PRNGKeyArray
 from numpyro.distributions import constraints
 
+from pssm.display import short_repr
 from pssm.distributions import GaussianTril
 from pssm.protocol import SSM
 from pssm.validation import as_float
@@ -59,6 +60,8 @@ class SVParams(NamedTuple):
     mu: Float[Array, ""]
     phi: Float[Array, ""]
     sigma: Float[Array, ""]
+
+    __repr__ = short_repr
 
 
 class StochasticVolatility(SSM):
@@ -97,6 +100,8 @@ class KitagawaParams(NamedTuple):
     sigma_y: Float[Array, ""]
     initial_sd: Float[Array, ""]
 
+    __repr__ = short_repr
+
 
 class KitagawaGrowth(SSM):
     """Univariate nonstationary growth model (bimodal filtering distributions from :math:`y \\propto x^2`)."""
@@ -133,6 +138,8 @@ class Lorenz96Params(NamedTuple):
     sigma_y: Float[Array, ""]
     initial_mean: Float[Array, " D"]
     initial_sd: Float[Array, ""]
+
+    __repr__ = short_repr
 
 
 class Lorenz96(SSM):
@@ -206,6 +213,8 @@ class ChaoticRNNParams(NamedTuple):
     sigma_x: Float[Array, ""]
     sigma_y: Float[Array, ""]
 
+    __repr__ = short_repr
+
 
 class ChaoticRNN(SSM):
     """Discrete-time random rate network with ``state_dim`` units and ``emission_dim`` noisy readouts."""
@@ -254,6 +263,8 @@ class PoissonLDSParams(NamedTuple):
     dynamics_cov: Float[Array, "D D"]
     emission_weights: Float[Array, "Nn D"]
     emission_bias: Float[Array, " Nn"]
+
+    __repr__ = short_repr
 
 
 class PoissonLDS(SSM):
