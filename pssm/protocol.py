@@ -223,6 +223,12 @@ def simulate(
     n_in = _num_steps(inputs)
     if n_in is not None and n_in < num_timesteps:
         raise ValueError(f"inputs has {n_in} time steps but num_timesteps={num_timesteps}; give one row per step.")
+    return _simulate(key, model, params, num_timesteps, inputs)
+
+
+@eqx.filter_jit
+def _simulate(key, model, params, num_timesteps, inputs):
+    """:func:`simulate` compiled once per model, shapes and ``num_timesteps`` (a static int)."""
     L = model.emission_lags
     y_dtype = _emission_dtype(model, params)
     past0 = jnp.zeros((max(L, 1),) + tuple(model.emission_shape), y_dtype)

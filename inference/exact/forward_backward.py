@@ -27,6 +27,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from pssm.arviz import summary_group, to_arviz
 from pssm.display import short_repr
+from pssm.jit import trace_once
 
 if TYPE_CHECKING:
     import arviz as az
@@ -65,6 +66,9 @@ class HMMPosterior(NamedTuple):
     __repr__ = short_repr
 
 
+_HMM_ARRAYS = ("log_initial", "log_transitions", "log_likelihoods", "length")
+
+
 def _prep(log_initial, log_transitions, log_likelihoods, length):
     T, S = log_likelihoods.shape
     if log_initial.shape != (S,):
@@ -86,6 +90,7 @@ def _trans_at(log_transitions, t):
     return log_transitions[jnp.minimum(t, log_transitions.shape[0] - 1)]
 
 
+@trace_once(array_argnames=_HMM_ARRAYS)
 def hmm_filter(
     log_initial: Float[Array, " S"],
     log_transitions: Float[Array, "... S S"],
@@ -113,6 +118,7 @@ def hmm_filter(
     return HMMFilterResult(ll, filt, pred)
 
 
+@trace_once(static_argnames=("parallel",), array_argnames=_HMM_ARRAYS)
 def hmm_log_likelihood(
     log_initial: Float[Array, " S"],
     log_transitions: Float[Array, "... S S"],
@@ -128,6 +134,7 @@ def hmm_log_likelihood(
     return hmm_filter(log_initial, log_transitions, log_likelihoods, length).log_likelihood
 
 
+@trace_once(static_argnames=("return_pairwise", "parallel"), array_argnames=_HMM_ARRAYS)
 def hmm_smoother(
     log_initial: Float[Array, " S"],
     log_transitions: Float[Array, "... S S"],
@@ -167,6 +174,7 @@ def hmm_smoother(
     return HMMPosterior(fr.log_likelihood, filt, pred, smoothed, counts, pairs)
 
 
+@trace_once(array_argnames=_HMM_ARRAYS)
 def hmm_viterbi(
     log_initial: Float[Array, " S"],
     log_transitions: Float[Array, "... S S"],
@@ -196,6 +204,7 @@ def hmm_viterbi(
     return jnp.where(jnp.arange(T) < length, path, -1)
 
 
+@trace_once(array_argnames=_HMM_ARRAYS)
 def hmm_posterior_sample(
     key: PRNGKeyArray,
     log_initial: Float[Array, " S"],

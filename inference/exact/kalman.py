@@ -24,6 +24,7 @@ from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
 from pssm.arviz import summary_group, to_arviz
 from pssm.display import short_repr
+from pssm.jit import trace_once
 from pssm.validation import split_missing
 
 if TYPE_CHECKING:
@@ -59,6 +60,9 @@ class KalmanSmootherResult(NamedTuple):
     """``smoothed_cross_covs[t] = Cov(x_{t+1}, x_t | y)``."""
 
     __repr__ = short_repr
+
+
+_KALMAN_ARRAYS = ("emissions", "inputs", "mask")
 
 
 def _sym(P):
@@ -97,6 +101,7 @@ def _emissions_and_mask(params, emissions, mask):
     return split_missing(emissions, 1, mask)
 
 
+@trace_once(static_argnames=("parallel",), array_argnames=_KALMAN_ARRAYS)
 def kalman_filter(
     params: Any,
     emissions: Float[Array, "T Dy"],
@@ -110,7 +115,7 @@ def kalman_filter(
     Rows of ``emissions`` containing NaN are missing observations (skipped, like ``mask == False``).
     ``parallel=True``: the associative-scan filter (:mod:`pssm.inference.exact.parallel`, O(log T) depth).
     """
-    if parallel:
+    if parallel and jnp.shape(emissions)[0] > 1:  # (T = 1: nothing to parallelise; XLA has no empty potrf)
         from pssm.inference.exact.parallel import kalman_filter_parallel
 
         return kalman_filter_parallel(params, emissions, inputs, mask)
@@ -148,6 +153,7 @@ def kalman_filter(
     return KalmanFilterResult(ll, mf, Pf, mp, Pp)
 
 
+@trace_once(static_argnames=("parallel",), array_argnames=_KALMAN_ARRAYS)
 def kalman_log_likelihood(
     params: Any, emissions, inputs=None, mask=None, *, parallel: bool = False
 ) -> Float[Array, ""]:
@@ -155,6 +161,7 @@ def kalman_log_likelihood(
     return kalman_filter(params, emissions, inputs, mask, parallel=parallel).log_likelihood
 
 
+@trace_once(static_argnames=("parallel",), array_argnames=_KALMAN_ARRAYS)
 def kalman_smoother(
     params: Any,
     emissions: Float[Array, "T Dy"],
@@ -165,7 +172,7 @@ def kalman_smoother(
 ) -> KalmanSmootherResult:
     """RTS smoother: smoothed means, covariances and lag-one cross-covariances (``parallel=True``: by
     associative scans, :func:`pssm.inference.exact.parallel.kalman_smoother_parallel`)."""
-    if parallel:
+    if parallel and jnp.shape(emissions)[0] > 1:  # (T = 1: nothing to parallelise; XLA has no empty potrf)
         from pssm.inference.exact.parallel import kalman_smoother_parallel
 
         return kalman_smoother_parallel(params, emissions, inputs, mask)
@@ -189,6 +196,7 @@ def kalman_smoother(
     return KalmanSmootherResult(fr.log_likelihood, fr.filtered_means, fr.filtered_covs, ms, Ps, cross)
 
 
+@trace_once(array_argnames=_KALMAN_ARRAYS)
 def kalman_posterior_sample(
     key: PRNGKeyArray,
     params: Any,
