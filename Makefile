@@ -22,7 +22,7 @@ $(BENCH_STAMP): $(STAMP) constraints-bench.txt
 
 # Flagship case study on the bundled recording (figures, report and JSON under case_studies/output/).
 demo: $(STAMP)
-	$(PY) case_studies/brain_states.py --out case_studies/output/brain_states
+	$(VENV)/bin/pssm demo --out case_studies/output/brain_states
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 --durations=15 tests

@@ -62,30 +62,61 @@ __all__ = [
 ]
 
 
+class _SameFunction:
+    """A function keyed by what it computes: equal when the code object, globals, defaults and closure contents
+    (by identity) are the same, so a lambda written inline in a loop compiles once (``jit`` caches on it)."""
+
+    __slots__ = ("fn", "_key")
+
+    def __init__(self, fn: Callable[..., PyTree]):
+        fn = fn.fn if isinstance(fn, _SameFunction) else fn
+        self.fn = fn
+        code = getattr(fn, "__code__", None)
+        if code is None:  # a builtin, functools.partial or callable object: identity
+            self._key = (id(fn),)
+        else:
+            cells = tuple(id(c.cell_contents) for c in (fn.__closure__ or ()))
+            defaults = tuple(id(d) for d in (fn.__defaults__ or ()))
+            self._key = (code, id(fn.__globals__), defaults, cells)
+
+    def __call__(self, *args):
+        return self.fn(*args)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, _SameFunction) and self._key == other._key
+
+    def __hash__(self) -> int:
+        return hash(self._key)
+
+
 class AdditiveFunctional(eqx.Module):
     """:math:`h_0(x_0) + \\sum_t h_t(x_{t-1}, x_t)` with access to observations and inputs (final).
 
     ``step_fn(x_prev, x, t, y_t, u_t, observed) -> pytree``; ``initial_fn(x_0, y_0, u_0, observed) -> pytree`` or
-    ``None`` (zero).  :meth:`from_fn` wraps a plain ``h(x_prev, x, t)`` (and optional ``h0(x0)``).
+    ``None`` (zero).  :meth:`from_fn` wraps a plain ``h(x_prev, x, t)`` (and optional ``h0(x0)``).  Two
+    functionals built from the same functions (same code and closure, e.g. an inline lambda in a loop) are equal,
+    so :func:`paris` and PPG compile once for them.
     """
 
-    step_fn: Callable[..., PyTree]
-    initial_fn: Callable[..., PyTree] | None = None
+    step_fn: Callable[..., PyTree] = eqx.field(converter=_SameFunction)
+    initial_fn: Callable[..., PyTree] | None = eqx.field(
+        default=None, converter=lambda f: None if f is None else _SameFunction(f)
+    )
+    simple: bool = eqx.field(default=False, static=True)
+    """True when built by :meth:`from_fn`: ``step_fn(x_prev, x, t)`` and ``initial_fn(x_0)``."""
 
     @classmethod
     def from_fn(cls, h: Callable[..., PyTree], h0: Callable[..., PyTree] | None = None) -> AdditiveFunctional:
-        step = lambda xp, x, t, y, u, obs: h(xp, x, t)  # noqa: E731
-        init = None if h0 is None else (lambda x, y, u, obs: h0(x))
-        return cls(step, init)
+        return cls(h, h0, simple=True)
 
     def initial(self, x0, y0, u0, observed) -> PyTree:
         if self.initial_fn is None:
-            shape = jax.eval_shape(self.step_fn, x0, x0, jnp.ones((), jnp.int32), y0, u0, observed)
+            shape = jax.eval_shape(self.step, x0, x0, jnp.ones((), jnp.int32), y0, u0, observed)
             return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shape)
-        return self.initial_fn(x0, y0, u0, observed)
+        return self.initial_fn(x0) if self.simple else self.initial_fn(x0, y0, u0, observed)
 
     def step(self, x_prev, x, t, y, u, observed) -> PyTree:
-        return self.step_fn(x_prev, x, t, y, u, observed)
+        return self.step_fn(x_prev, x, t) if self.simple else self.step_fn(x_prev, x, t, y, u, observed)
 
 
 def as_functional(h) -> AdditiveFunctional:
