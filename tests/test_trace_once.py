@@ -8,6 +8,7 @@ import pytest
 
 from pssm import simulate
 from pssm.inference import hmm_smoother, hmm_viterbi, kalman_log_likelihood, kalman_smoother
+from pssm.inference.smc import paris
 from pssm.models import HMM, LinearGaussianSSM, PoissonEmissions
 
 
@@ -38,6 +39,10 @@ CALLS = {
     "hmm_viterbi": lambda lg, p, hmm, hp, y, h: hmm_viterbi(*h),
     "simulate_lgssm": lambda lg, p, hmm, hp, y, h: simulate(jax.random.PRNGKey(3), lg, p, 40),
     "simulate_hmm": lambda lg, p, hmm, hp, y, h: simulate(jax.random.PRNGKey(4), hmm, hp, 40),
+    # a functional written inline: a new lambda object on every call, the same code -> the same program
+    "paris_inline_lambda": lambda lg, p, hmm, hp, y, h: (
+        paris(jax.random.PRNGKey(5), lg, p, y, 32, lambda x_prev, x, t: x * x_prev).estimate
+    ),
 }
 
 
@@ -51,3 +56,15 @@ def test_second_call_compiles_nothing(name, problems, caplog):
     # new data values, same shapes: still nothing to compile
     shifted = (*problems[:4], problems[4] + 1.0, tuple(a + 0.5 for a in problems[5]))
     assert _compiles(lambda: call(*shifted), caplog) == []
+
+
+def test_functionals_equal_exactly_when_they_compute_the_same():
+    from pssm.inference.smc import AdditiveFunctional
+
+    def scaled(c):
+        return AdditiveFunctional.from_fn(lambda x_prev, x, t: c * x)
+
+    two = 2.0
+    assert scaled(two) == scaled(two) and hash(scaled(two)) == hash(scaled(two))
+    assert scaled(two) != scaled(3.0)  # same code, other closure value
+    assert AdditiveFunctional.from_fn(lambda xp, x, t: x) != AdditiveFunctional.from_fn(lambda xp, x, t: -x)
