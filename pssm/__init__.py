@@ -18,6 +18,7 @@ from pssm.data import (
     split_by_group,
     train_test_split_blocks,
 )
+from pssm.io import load, save
 from pssm.nwb import NWBRecording, read_nwb
 from pssm.protocol import SSM, discrete_log_potentials, inputs_at, log_joint, simulate
 
@@ -40,6 +41,8 @@ __all__ = [
     "intervals_to_mask",
     "read_nwb",
     "report",
+    "save",
+    "load",
     "split_by_group",
     "train_test_split_blocks",
     "SSM",
