@@ -39,6 +39,7 @@ from pssm.inference.smc.resampling import (
     normalize_log_weights,
 )
 from pssm.protocol import SSM, PyTree, inputs_at, model_inputs
+from pssm.validation import is_tracer, split_missing
 
 __all__ = [
     "FeynmanKac",
@@ -375,6 +376,14 @@ def validate_sequence(emissions, inputs, mask, name: str = "emissions", *, model
         if mask.shape != (T,):
             raise ValueError(f"mask must have shape ({T},) (True = observed); got {mask.shape}.")
         mask = mask.astype(bool)
+    if jnp.issubdtype(emissions.dtype, jnp.floating) and not is_tracer(emissions):
+        if bool(jnp.isinf(emissions).any()):
+            t = int(jnp.argmax(jnp.isinf(emissions).reshape(T, -1).any(-1)))
+            raise ValueError(
+                f"{name} holds ±inf (first at step {t}); an infinite observation has no likelihood. Use NaN to mark "
+                "a missing observation, or fix the data."
+            )
+    emissions, mask = split_missing(emissions, 1, mask)  # NaN = missing: no reweighting at that step
     if model is not None:
         ssm = model.model if isinstance(model, FeynmanKac) else model
         want = tuple(ssm.emission_shape)
@@ -421,7 +430,8 @@ def particle_filter(
     particle, any pytree output) gives the reported filtering expectations (default: means).  ``history=True``
     also returns all particles, weights and ancestors (:math:`O(NT)` memory; needed by FFBSi).  ``sharding``
     (see :func:`pssm.inference.smc.particle_sharding`) splits the particle axis across devices.
-    ``mask[t] == False`` drops the emission term at ``t``.
+    ``mask[t] == False`` drops the emission term at ``t``, and so does a NaN in ``emissions[t]`` (a missing
+    observation: no reweighting at that step); ±inf is refused.
     """
     fk = as_feynman_kac(model)
     emissions, mask, inputs = validate_sequence(emissions, inputs, mask, model=fk)
