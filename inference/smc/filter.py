@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 import numpyro.distributions as dist
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
@@ -377,8 +378,9 @@ def validate_sequence(emissions, inputs, mask, name: str = "emissions", *, model
             raise ValueError(f"mask must have shape ({T},) (True = observed); got {mask.shape}.")
         mask = mask.astype(bool)
     if jnp.issubdtype(emissions.dtype, jnp.floating) and not is_tracer(emissions):
-        if bool(jnp.isinf(emissions).any()):
-            t = int(jnp.argmax(jnp.isinf(emissions).reshape(T, -1).any(-1)))
+        inf_rows = np.isinf(np.asarray(emissions)).reshape(T, -1).any(-1)  # host-side: works inside a user's jit
+        if inf_rows.any():
+            t = int(np.argmax(inf_rows))
             raise ValueError(
                 f"{name} holds ±inf (first at step {t}); an infinite observation has no likelihood. Use NaN to mark "
                 "a missing observation, or fix the data."
