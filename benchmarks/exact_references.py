@@ -93,7 +93,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="fewer problems and shorter sequences (< 1 min)")
     args = ap.parse_args()
-    n, T_kf, T_fb, T_time = (4, 8, 5, 2000) if args.quick else (20, 25, 8, 100_000)
+    n, T_kf, T_fb, T_time = (2, 8, 5, 2000) if args.quick else (20, 25, 8, 100_000)
     kf = kalman_errors(n, T_kf)
     fb, vm = fb_errors(n, T_fb)
     out = {
