@@ -153,12 +153,12 @@ def test_bridge_log_density_equals_em_objective(problem, prior, x64):
 def test_svi_delta_from_truth_stays_near_map_and_normal_guide_runs(problem):
     truth, z, y = problem
     model = HMMGLM(2, 6, link="sigmoid", self_coupling=False, param_scale=5.0)  # the truth's structure + leaf priors
-    data = as_model_data(model, y[:, :400])
-    start = truth.params  # both guides start at the generating params (the MAP of 2400 bins lies close)
-    res = fit_svi(jax.random.PRNGKey(2), model, start, data, num_iters=100, learning_rate=0.01)
+    data = as_model_data(model, y[:, :250])
+    start = truth.params  # both guides start at the generating params (the MAP of 1500 bins lies close)
+    res = fit_svi(jax.random.PRNGKey(2), model, start, data, num_iters=60, learning_rate=0.01)
     assert float(res.losses[-1]) <= float(res.losses[0]) + 1.0
     zhat = np.asarray(smoother(model, res.params, data).smoothed_probs.argmax(-1))
-    assert state_accuracy(z[:, :400], zhat, 2) > 0.9
-    res_n = fit_svi(jax.random.PRNGKey(3), model, start, data, num_iters=50, guide="normal", frozen=["initial"])
+    assert state_accuracy(z[:, :250], zhat, 2) > 0.9
+    res_n = fit_svi(jax.random.PRNGKey(3), model, start, data, num_iters=20, guide="normal", frozen=["initial"])
     assert np.all(np.isfinite(np.asarray(res_n.losses)))
     np.testing.assert_array_equal(np.asarray(res_n.params.initial.probs), np.asarray(start.initial.probs))
