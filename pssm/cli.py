@@ -643,8 +643,6 @@ def find_demo_script() -> Path | None:
 
 
 def cmd_demo(args) -> int:
-    import importlib.util
-
     script = find_demo_script()
     if script is None:
         print(
@@ -655,11 +653,24 @@ def cmd_demo(args) -> int:
         return 2
     out = Path(args.out) if args.out else script.parent.parent / DEMO_OUT
     argv = (["--quick"] if args.quick else []) + ["--out", str(out)] + list(args.script_args)
-    spec = importlib.util.spec_from_file_location("pssm_demo_brain_states", script)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    mod.main(argv)  # prints its JSON summary as the last line
+    load_demo(script).main(argv)  # prints its JSON summary as the last line
     return 0
+
+
+def load_demo(script: Path):
+    """Import the demo script as a module (registered in ``sys.modules`` first: its dataclasses need it)."""
+    import importlib.util
+
+    name = "pssm_demo_brain_states"
+    spec = importlib.util.spec_from_file_location(name, script)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    try:
+        spec.loader.exec_module(mod)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    return mod
 
 
 def cmd_report(args) -> int:

@@ -83,6 +83,8 @@ def test_subcommand_help(capsys):
 def test_demo_locates_script_and_explains_when_missing(monkeypatch, capsys):
     script = cli.find_demo_script()
     assert script is not None and script.name == "brain_states.py"  # the tests run from the checkout
+    mod = cli.load_demo(script)  # the real flagship script imports as a module (its dataclasses need sys.modules)
+    assert callable(mod.main)
     monkeypatch.setattr(cli, "find_demo_script", lambda: None)
     assert cli.main(["demo", "--quick"]) == 2
     assert "repository checkout" in capsys.readouterr().err
@@ -90,7 +92,11 @@ def test_demo_locates_script_and_explains_when_missing(monkeypatch, capsys):
 
 def test_demo_runs_the_scripts_main_with_quick_and_out(tmp_path, monkeypatch, capsys):
     fake = tmp_path / "brain_states.py"
-    fake.write_text("import json\n\ndef main(argv):\n    print(json.dumps({'argv': argv}))\n    return {}\n")
+    fake.write_text(
+        "from __future__ import annotations\nimport dataclasses, json\n\n"
+        "@dataclasses.dataclass\nclass C:\n    x: int\n\n"
+        "def main(argv):\n    print(json.dumps({'argv': argv}))\n    return {}\n"
+    )
     monkeypatch.setattr(cli, "find_demo_script", lambda: fake)
     assert cli.main(["demo", "--quick", "--out", str(tmp_path / "o"), "--", "--states", "2"]) == 0
     assert _last_json(capsys.readouterr().out)["argv"] == ["--quick", "--out", str(tmp_path / "o"), "--states", "2"]
