@@ -1,9 +1,11 @@
 """Model families: each a final :class:`pssm.SSM` (fixed settings) plus a params pytree.
 
 Folders: ``hmm/`` (the HMM and its components), ``glm/`` (population GLMs, the switching HMM-GLM),
-``nonlinear/`` (continuous-state models); ``testing`` holds small reference models for tests and benchmarks.
+``nonlinear/`` (continuous-state models), ``deep/`` (deep Markov models and their inference networks);
+``testing`` holds small reference models for tests and benchmarks.
 """
 
+from pssm.models.deep import DeepMarkovModel, DMMParams, Encoder, EncoderParams
 from pssm.models.glm import (
     EXPONENTIAL_BASIS,
     HMMGLM,
@@ -67,6 +69,10 @@ from pssm.models.nonlinear.models import (
 )
 
 __all__ = [
+    "DeepMarkovModel",
+    "DMMParams",
+    "Encoder",
+    "EncoderParams",
     "AutoregressiveEmissions",
     "AutoregressiveParams",
     "MarkovSwitchingARParams",

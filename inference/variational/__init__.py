@@ -1,0 +1,27 @@
+"""Variational inference for state-space models: deep VAE-SSM training (ELBO / IWAE / FIVO) and bounds."""
+
+from pssm.inference.variational.bounds import fivo_log_likelihood, path_log_weight, sample_log_weights, sequence_bound
+from pssm.inference.variational.numpyro_vae import make_vae_guide, make_vae_model
+from pssm.inference.variational.training import (
+    BOUNDS,
+    ParticleBound,
+    VAEResult,
+    clipped_adam,
+    evaluate_bound,
+    fit_vae,
+)
+
+__all__ = [
+    "BOUNDS",
+    "ParticleBound",
+    "VAEResult",
+    "clipped_adam",
+    "evaluate_bound",
+    "fit_vae",
+    "fivo_log_likelihood",
+    "make_vae_guide",
+    "make_vae_model",
+    "path_log_weight",
+    "sample_log_weights",
+    "sequence_bound",
+]

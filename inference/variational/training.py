@@ -1,0 +1,353 @@
+"""Training deep VAE state-space models with NumPyro SVI: minibatches, KL annealing, clipping, checkpoints.
+
+``fit_vae`` runs :class:`numpyro.infer.SVI` on the NumPyro programs of
+:mod:`~pssm.inference.variational.numpyro_vae` with one of three objectives: ``'elbo'`` (NumPyro's
+``Trace_ELBO``), ``'iwae'`` or ``'fivo'`` (:class:`ParticleBound`, a NumPyro ELBO whose value is the bound of
+:mod:`~pssm.inference.variational.bounds`).  Each epoch visits the training sequences in a fresh order drawn from
+``fold_in(key, epoch)`` in minibatches of ``batch_size``, each padded to a multiple of ``pad_multiple`` steps (a
+few compiled shapes).  The loss of a minibatch is the negative bound summed over its sequences (Pyro's DMM
+convention); KL annealing :math:`\\beta` rises linearly per minibatch from ``min_annealing`` to 1 over
+``annealing_epochs``.  The default optimiser mirrors Pyro's ``ClippedAdam``: element-wise gradient clipping,
+L2 weight decay, Adam, and a learning rate decaying by ``lr_decay`` each step.
+
+With ``checkpoint=path`` the whole SVI state (params, optimiser, PRNG key) and the histories are written every
+``checkpoint_every`` epochs (atomically); a call with the same arguments resumes from it, and the resumed run
+ends with exactly the result of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jaxtyping import Array, Float, PRNGKeyArray
+from numpyro.distributions.transforms import IdentityTransform
+from numpyro.infer import SVI, Trace_ELBO
+from numpyro.infer.elbo import ELBO
+from numpyro.infer.svi import SVIState
+from numpyro.infer.util import transform_fn
+from numpyro.optim import optax_to_numpyro
+
+from pssm.boundary import as_sequences
+from pssm.checkpoint import load_checkpoint, save_checkpoint
+from pssm.data import Sequences
+from pssm.display import short_repr
+from pssm.inference.variational.bounds import sequence_bound
+from pssm.inference.variational.numpyro_vae import (
+    GUIDE_SITE,
+    MODEL_SITE,
+    FlatModule,
+    make_vae_guide,
+    make_vae_model,
+)
+from pssm.protocol import PyTree
+from pssm.validation import check_key, check_positive_int
+
+__all__ = ["VAEResult", "ParticleBound", "fit_vae", "evaluate_bound", "clipped_adam", "BOUNDS"]
+
+BOUNDS = ("elbo", "iwae", "fivo")
+
+
+class VAEResult(NamedTuple):
+    """Trained model and guide params, per-epoch histories (loss = negative annealed bound per time step;
+    ``validation`` = negative held-out bound per step, NaN where not evaluated) and the settings used."""
+
+    params: PyTree
+    guide_params: PyTree
+    losses: Float[Array, " epochs"]
+    validation: Float[Array, " epochs"]
+    annealing: Float[Array, " epochs"]
+    epoch_seconds: Float[Array, " epochs"]
+    bound: str
+    num_samples: int
+
+    __repr__ = short_repr
+
+
+@functools.lru_cache(maxsize=64)
+def clipped_adam(
+    learning_rate: float = 3e-4,
+    *,
+    b1: float = 0.96,
+    b2: float = 0.999,
+    clip: float = 10.0,
+    weight_decay: float = 0.0,
+    lr_decay: float = 1.0,
+) -> optax.GradientTransformation:
+    """Pyro's ``ClippedAdam`` in optax: clip each gradient entry to ``[-clip, clip]``, add
+    ``weight_decay * param``, Adam, learning rate ``learning_rate * lr_decay**step``."""
+    schedule = optax.exponential_decay(learning_rate, 1, lr_decay) if lr_decay != 1.0 else learning_rate
+    return optax.chain(
+        optax.clip(clip),
+        optax.add_decayed_weights(weight_decay) if weight_decay else optax.identity(),
+        optax.scale_by_adam(b1=b1, b2=b2),
+        optax.scale_by_learning_rate(schedule),
+    )
+
+
+class ParticleBound(ELBO):
+    """A NumPyro ELBO whose loss is minus the IWAE or FIVO bound of each minibatch sequence, summed."""
+
+    def __init__(self, model, params, guide, guide_params, bound: str, num_samples: int):
+        super().__init__(num_particles=1)
+        if bound not in ("iwae", "fivo"):
+            raise ValueError(f"ParticleBound is for 'iwae' or 'fivo'; got {bound!r}.")
+        self.model, self.guide, self.bound, self.num_samples = model, guide, bound, int(num_samples)
+        self._model_flat, self._guide_flat = FlatModule(params), FlatModule(guide_params)
+
+    def loss(self, rng_key, param_map, model, guide, emissions, valid, observed, annealing=1.0):
+        p = self._model_flat.unflatten(param_map[MODEL_SITE])
+        g = self._guide_flat.unflatten(param_map[GUIDE_SITE])
+        beta = 1.0 if self.bound == "fivo" else annealing
+        keys = jax.random.split(rng_key, emissions.shape[0])
+
+        def one(k, e, v, o):
+            return sequence_bound(
+                k,
+                self.model,
+                p,
+                self.guide,
+                g,
+                e,
+                v,
+                o,
+                bound=self.bound,
+                num_samples=self.num_samples,
+                annealing=beta,
+            )
+
+        return -jnp.sum(jax.vmap(one)(keys, emissions, valid, observed))
+
+
+def _valid(seqs: Sequences) -> np.ndarray:
+    T = seqs.emissions.shape[1]
+    return np.arange(T)[None, :] < np.asarray(seqs.lengths)[:, None]
+
+
+def _batches(order: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def _padded(emissions, valid, observed, idx, pad_multiple):
+    t_max = int(valid[idx].sum(1).max())
+    T = min(emissions.shape[1], -(-t_max // pad_multiple) * pad_multiple)
+    return (jnp.asarray(emissions[idx, :T]), jnp.asarray(valid[idx, :T]), jnp.asarray(observed[idx, :T]))
+
+
+def _annealing(epoch, batch, num_batches, annealing_epochs, min_annealing) -> float:
+    if annealing_epochs <= 0 or epoch >= annealing_epochs:
+        return 1.0
+    frac = (batch + epoch * num_batches + 1) / (annealing_epochs * num_batches)
+    return float(min_annealing + (1.0 - min_annealing) * frac)
+
+
+def fit_vae(
+    key: PRNGKeyArray,
+    model,
+    params: PyTree,
+    data: Any,
+    *,
+    guide,
+    guide_params: PyTree,
+    num_epochs: int,
+    batch_size: int = 20,
+    bound: Literal["elbo", "iwae", "fivo"] = "elbo",
+    num_samples: int = 1,
+    optimizer: optax.GradientTransformation | None = None,
+    annealing_epochs: int = 0,
+    min_annealing: float = 0.2,
+    validation_data: Any = None,
+    eval_every: int = 0,
+    eval_samples: int = 1,
+    pad_multiple: int = 16,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 1,
+    progress: bool = False,
+    callback: Callable[[int, float], None] | None = None,
+) -> VAEResult:
+    """Fit a deep Markov ``model`` and its ``guide`` (an :class:`~pssm.models.deep.Encoder`) to ``data`` (anything
+    :func:`pssm.boundary.as_sequences` accepts: a list of ``(T_b, D)`` arrays, a padded batch or a
+    :class:`~pssm.data.Sequences`) by SVI on the chosen ``bound`` with ``num_samples`` samples/particles.
+
+    ``optimizer`` defaults to :func:`clipped_adam` ``(3e-4)``.  Every ``eval_every`` epochs (0: never) the
+    ``validation_data`` bound (``'elbo'`` with ``eval_samples``) is recorded.  ``callback(epoch, loss)`` runs
+    after each epoch (after its checkpoint); an exception it raises stops the run there.
+    """
+    check_key(key)
+    num_epochs = check_positive_int(num_epochs, "num_epochs")
+    batch_size = check_positive_int(batch_size, "batch_size")
+    num_samples = check_positive_int(num_samples, "num_samples")
+    pad_multiple = check_positive_int(pad_multiple, "pad_multiple")
+    checkpoint_every = check_positive_int(checkpoint_every, "checkpoint_every")
+    if bound not in BOUNDS:
+        raise ValueError(f"bound must be one of {BOUNDS}; got {bound!r}.")
+    if bound == "fivo" and annealing_epochs:
+        raise ValueError("bound='fivo' has no KL annealing; pass annealing_epochs=0.")
+    if not 0.0 < float(min_annealing) <= 1.0:
+        raise ValueError(f"min_annealing must lie in (0, 1]; got {min_annealing}.")
+    if guide.latent_dim != model.latent_dim or guide.emission_dim != model.emission_dim:
+        raise ValueError(
+            f"guide has latent_dim={guide.latent_dim}, emission_dim={guide.emission_dim} but the model has "
+            f"{model.latent_dim}, {model.emission_dim}; build Encoder(latent_dim, emission_dim) to match."
+        )
+    if eval_every and validation_data is None:
+        raise ValueError("eval_every > 0 needs validation_data.")
+    seqs = as_sequences(model, data, name="data")
+    emissions = np.asarray(seqs.emissions, dtype=np.float32 if seqs.emissions.dtype != np.float64 else None)
+    valid = _valid(seqs)
+    observed = np.asarray(seqs.mask) & valid
+    val = as_sequences(model, validation_data, name="validation_data") if validation_data is not None else None
+
+    optimizer = optimizer if optimizer is not None else clipped_adam()
+    k_init, k_order, k_eval = jax.random.split(key, 3)
+    n = emissions.shape[0]
+    state = _initial_state(k_init, params, guide_params, optimizer)
+    hist = {name: np.full(num_epochs, np.nan) for name in ("losses", "validation", "annealing", "seconds")}
+    start = 0
+    config = {
+        "num_epochs": num_epochs,
+        "batch_size": batch_size,
+        "bound": bound,
+        "num_samples": num_samples,
+        "annealing_epochs": int(annealing_epochs),
+        "num_sequences": int(n),
+    }
+    if checkpoint is not None and Path(checkpoint).exists():
+        (state, hist), meta = load_checkpoint(checkpoint, (state, hist))
+        if meta.get("config") != config:
+            raise ValueError(
+                f"checkpoint {checkpoint} was written with {meta.get('config')}; this call has {config}. Use the "
+                "same settings to resume, or another checkpoint path."
+            )
+        start = int(meta["epoch"])
+    static = (model, guide, optimizer, bound, num_samples)
+    steps = int(valid.sum())
+    epochs = range(start, num_epochs)
+    if progress:
+        from tqdm.auto import tqdm
+
+        epochs = tqdm(epochs, total=num_epochs, initial=start, desc=f"fit_vae ({bound})")
+    for epoch in epochs:
+        order = np.asarray(jax.random.permutation(jax.random.fold_in(k_order, epoch), n))
+        batches = _batches(order, batch_size)
+        t0 = time.perf_counter()
+        total, beta = 0.0, 1.0
+        for b, idx in enumerate(batches):
+            beta = _annealing(epoch, b, len(batches), annealing_epochs, float(min_annealing))
+            batch = _padded(emissions, valid, observed, idx, pad_multiple)
+            state, value = _svi_update(state, *batch, jnp.asarray(beta, batch[0].dtype), params, guide_params, static)
+            total += float(value)
+        hist["seconds"][epoch] = time.perf_counter() - t0
+        hist["losses"][epoch] = total / steps
+        hist["annealing"][epoch] = beta
+        if eval_every and (epoch + 1) % eval_every == 0:
+            p, g = _trained(state, params, guide_params, optimizer)
+            hist["validation"][epoch] = evaluate_bound(
+                jax.random.fold_in(k_eval, epoch),
+                model,
+                p,
+                val,
+                guide=guide,
+                guide_params=g,
+                bound="elbo",
+                num_samples=eval_samples,
+            )
+        if progress:
+            epochs.set_postfix(loss=f"{hist['losses'][epoch]:.3f}")
+        if checkpoint is not None and ((epoch + 1) % checkpoint_every == 0 or epoch + 1 == num_epochs):
+            save_checkpoint(checkpoint, (state, hist), epoch=epoch + 1, config=config)
+        if callback is not None:
+            callback(epoch, float(hist["losses"][epoch]))
+    p, g = _trained(state, params, guide_params, optimizer)
+    return VAEResult(
+        p,
+        g,
+        jnp.asarray(hist["losses"]),
+        jnp.asarray(hist["validation"]),
+        jnp.asarray(hist["annealing"]),
+        jnp.asarray(hist["seconds"]),
+        bound,
+        num_samples,
+    )
+
+
+def _make_svi(model, params, guide, guide_params, optimizer, bound, num_samples) -> SVI:
+    loss = (
+        Trace_ELBO(num_particles=num_samples)
+        if bound == "elbo"
+        else ParticleBound(model, params, guide, guide_params, bound, num_samples)
+    )
+    svi = SVI(make_vae_model(model, params), make_vae_guide(guide, guide_params), optimizer, loss)
+    # what SVI.init would set: both param sites are unconstrained
+    identity = {MODEL_SITE: IdentityTransform(), GUIDE_SITE: IdentityTransform()}
+    svi.constrain_fn = functools.partial(transform_fn, identity)
+    return svi
+
+
+def _initial_state(key, params, guide_params, optimizer) -> SVIState:
+    flat = {MODEL_SITE: FlatModule(params).flat, GUIDE_SITE: FlatModule(guide_params).flat}
+    return SVIState(optax_to_numpyro(optimizer).init(flat), None, key)
+
+
+@eqx.filter_jit
+def _svi_update(state, emissions, valid, observed, beta, params, guide_params, static):
+    """One SVI step, compiled once per (static settings, shapes) across calls of :func:`fit_vae`."""
+    model, guide, optimizer, bound, num_samples = static
+    svi = _make_svi(model, params, guide, guide_params, optimizer, bound, num_samples)
+    return svi.update(state, emissions, valid, observed, beta)
+
+
+def _trained(state, params: PyTree, guide_params: PyTree, optimizer) -> tuple[PyTree, PyTree]:
+    """The model and guide params of an SVI state (array leaves from the state, the rest from the templates)."""
+    got = optax_to_numpyro(optimizer).get_params(state.optim_state)
+    return FlatModule(params).unflatten(got[MODEL_SITE]), FlatModule(guide_params).unflatten(got[GUIDE_SITE])
+
+
+@eqx.filter_jit
+def _batch_bounds(keys, model, params, guide, guide_params, emissions, valid, observed, bound, num_samples):
+    def one(k, e, v, o):
+        return sequence_bound(k, model, params, guide, guide_params, e, v, o, bound=bound, num_samples=num_samples)
+
+    return jax.vmap(one)(keys, emissions, valid, observed)
+
+
+def evaluate_bound(
+    key: PRNGKeyArray,
+    model,
+    params: PyTree,
+    data: Any,
+    *,
+    guide,
+    guide_params: PyTree,
+    bound: Literal["elbo", "iwae", "fivo"] = "elbo",
+    num_samples: int = 1,
+    batch_size: int = 64,
+    per_sequence: bool = False,
+) -> float | np.ndarray:
+    """Negative ``bound`` per time step on ``data`` (nats; lower is better): :math:`-\\sum_b \\mathcal L_b /
+    \\sum_b T_b`.  With ``per_sequence=True`` the bounds :math:`\\mathcal L_b` themselves."""
+    check_key(key)
+    if bound not in BOUNDS:
+        raise ValueError(f"bound must be one of {BOUNDS}; got {bound!r}.")
+    num_samples = check_positive_int(num_samples, "num_samples")
+    seqs = data if isinstance(data, Sequences) else as_sequences(model, data, name="data")
+    emissions = np.asarray(seqs.emissions, dtype=np.float32 if seqs.emissions.dtype != np.float64 else None)
+    valid = _valid(seqs)
+    observed = np.asarray(seqs.mask) & valid
+    n = emissions.shape[0]
+    keys = jax.random.split(key, n)
+    out = []
+    for idx in _batches(np.arange(n), batch_size):
+        e, v, o = _padded(emissions, valid, observed, idx, 16)
+        b = _batch_bounds(keys[idx], model, params, guide, guide_params, e, v, o, bound, num_samples)
+        out.append(np.asarray(b))
+    bounds = np.concatenate(out)
+    return bounds if per_sequence else float(-bounds.sum() / valid.sum())

@@ -1,0 +1,74 @@
+"""Checkpoints of long runs: a pytree of arrays written atomically to one ``.npz`` (no pickle).
+
+:func:`save_checkpoint` flattens the state (PRNG keys stored as their key data), writes ``path.tmp`` and renames
+it over ``path``, so a run killed at any moment leaves the previous checkpoint intact.  :func:`load_checkpoint`
+fills the leaves back into a ``template`` with the same structure (a freshly initialised state of the same run;
+NumPy leaves come back as NumPy arrays, the rest as JAX arrays) and refuses a file whose leaf count, shapes or
+dtypes differ, naming the first mismatch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["save_checkpoint", "load_checkpoint", "CHECKPOINT_VERSION"]
+
+CHECKPOINT_VERSION = 1
+
+
+def _is_key(x: Any) -> bool:
+    return hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def save_checkpoint(path: str | os.PathLike, state: Any, **metadata: Any) -> Path:
+    """Write ``state`` (any pytree of arrays) and JSON-able ``metadata`` to ``path`` atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    leaves = jax.tree.leaves(state)
+    arrays = {f"leaf{i}": np.asarray(jax.random.key_data(a) if _is_key(a) else a) for i, a in enumerate(leaves)}
+    meta = {"version": CHECKPOINT_VERSION, "num_leaves": len(leaves), "metadata": metadata}
+    arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, template: Any) -> tuple[Any, dict]:
+    """``(state, metadata)`` from ``path``, with ``template``'s structure (and key types)."""
+    path = Path(path)
+    with np.load(path, allow_pickle=False) as f:
+        meta = json.loads(bytes(f["__meta__"]).decode())
+        if meta.get("version") != CHECKPOINT_VERSION:
+            raise ValueError(
+                f"checkpoint {path} has version {meta.get('version')}; this pssm reads version {CHECKPOINT_VERSION}. "
+                "Start the run afresh (delete the file)."
+            )
+        leaves, treedef = jax.tree.flatten(template)
+        if meta["num_leaves"] != len(leaves):
+            raise ValueError(
+                f"checkpoint {path} holds {meta['num_leaves']} arrays but this run's state has {len(leaves)}; it was "
+                "written by a different configuration. Delete it or pass the settings it was made with."
+            )
+        out = []
+        for i, ref in enumerate(leaves):
+            a = f[f"leaf{i}"]
+            want = jax.random.key_data(ref) if _is_key(ref) else ref
+            if a.shape != tuple(np.shape(want)) or a.dtype != np.asarray(want).dtype:
+                raise ValueError(
+                    f"checkpoint {path}: array {i} has shape {a.shape} and dtype {a.dtype}; this run expects "
+                    f"{tuple(np.shape(want))} {np.asarray(want).dtype}. It was written by a different configuration."
+                )
+            value = np.array(a) if isinstance(ref, np.ndarray) else jnp.asarray(a)
+            out.append(jax.random.wrap_key_data(value, impl=jax.random.key_impl(ref)) if _is_key(ref) else value)
+    return jax.tree.unflatten(treedef, out), meta["metadata"]

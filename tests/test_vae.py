@@ -1,0 +1,205 @@
+"""Deep Markov model + inference networks: NumPyro programs vs the protocol densities, bound ordering,
+kill-and-resume, missing data, and the SMC engine on a trained model."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from numpyro.infer.util import log_density
+
+from pssm import log_joint, simulate
+from pssm.inference.mcmc.csmc import conditional_smc
+from pssm.inference.smc import paris, particle_filter
+from pssm.inference.variational import evaluate_bound, fit_vae, path_log_weight
+from pssm.inference.variational.numpyro_vae import GUIDE_SITE, MODEL_SITE, FlatModule, make_vae_guide, make_vae_model
+from pssm.models.deep import DeepMarkovModel, Encoder
+
+M = DeepMarkovModel(2, 3, "bernoulli", emitter_hidden=4, transition_hidden=4)
+E = Encoder(2, 3, hidden=5)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    p = M.init_params(jax.random.key(0))
+    g = E.init_params(jax.random.key(1))
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(4, 13, size=24)
+    ys = jax.vmap(lambda k: simulate(k, M, p, 12)[1])(jax.random.split(jax.random.key(10), 24))
+    seqs = [np.asarray(y[:n]) for y, n in zip(ys, lengths, strict=True)]
+    return p, g, seqs
+
+
+def _batch(seqs):
+    T = max(len(s) for s in seqs)
+    y = np.zeros((len(seqs), T, 3), np.float32)
+    valid = np.zeros((len(seqs), T), bool)
+    for b, s in enumerate(seqs):
+        y[b, : len(s)] = s
+        valid[b, : len(s)] = True
+    return jnp.asarray(y), jnp.asarray(valid)
+
+
+def _guide_log_prob(g, y, valid, observed, z):
+    h = E.features(g, y, valid, observed)
+    lq = E.initial_distribution(g, h[0]).log_prob(z[0])
+    for t in range(1, int(valid.sum())):
+        lq += E.step_distribution(g, z[t - 1], h[t]).log_prob(z[t])
+    return lq
+
+
+@pytest.mark.parametrize("annealing", [1.0, 0.4])
+def test_numpyro_programs_equal_protocol_densities(setup, annealing):
+    """NumPyro model density = annealed log_joint (masked emission dropped); guide density = the encoder's."""
+    p, g, seqs = setup
+    y, valid = _batch(seqs[:3])
+    observed = valid.at[1, 2].set(False)  # one missing observation
+    z = jax.random.normal(jax.random.key(5), (y.shape[1], y.shape[0], 2))  # scan sites: (T, B, Z)
+    args = (y, valid, observed, annealing)
+    lp_model = jax.jit(
+        lambda: log_density(make_vae_model(M, p), args, {}, {MODEL_SITE: FlatModule(p).flat, "z": z})[0]
+    )()
+    lp_guide = jax.jit(
+        lambda: log_density(make_vae_guide(E, g), args, {}, {GUIDE_SITE: FlatModule(g).flat, "z": z})[0]
+    )()
+    want_model = want_guide = 0.0
+    for b in range(3):
+        n = int(valid[b].sum())
+        zb, yb, ob = z[:n, b], y[b, :n], observed[b, :n]
+        emission = _emission_lp(p, zb, yb, ob)
+        latent = log_joint(M, p, zb, yb, mask=ob) - emission
+        want_model += annealing * latent + emission
+        want_guide += annealing * _guide_log_prob(g, y[b], valid[b], observed[b], z[:, b])
+    np.testing.assert_allclose(lp_model, want_model, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(lp_guide, want_guide, rtol=1e-5, atol=1e-4)
+
+
+def _emission_lp(p, z, y, observed):
+    lps = jax.vmap(lambda zt, yt: M.emission(p, zt, 0).log_prob(yt))(z, y)
+    return jnp.sum(jnp.where(observed, lps, 0.0))
+
+
+def test_path_log_weight_is_log_joint_minus_guide(setup):
+    p, g, seqs = setup
+    y, valid = _batch(seqs[3:4])
+    y, valid = y[0], valid[0]
+    lw, z = path_log_weight(jax.random.key(2), M, p, E, g, y, valid, valid)
+    want = log_joint(M, p, z, y) - _guide_log_prob(g, y, valid, valid, z)
+    np.testing.assert_allclose(lw, want, rtol=1e-5, atol=1e-4)
+
+
+def test_features_of_padded_sequence_equal_unpadded(setup):
+    """A backward RNN over a padded sequence sees only the sequence's own steps."""
+    _, g, seqs = setup
+    for enc in (E, Encoder(2, 3, hidden=5, direction="bidirectional", cell="gru")):
+        gp = enc.init_params(jax.random.key(3))
+        s = jnp.asarray(seqs[0], jnp.float32)
+        n = s.shape[0]
+        padded = jnp.concatenate([s, jnp.ones((5, 3))])
+        valid = jnp.arange(n + 5) < n
+        np.testing.assert_allclose(
+            enc.features(gp, padded, valid)[:n], enc.features(gp, s, jnp.ones(n, bool)), rtol=1e-6, atol=1e-6
+        )
+    del g
+
+
+def test_nan_row_is_a_missing_observation(setup):
+    p, g, seqs = setup
+    y = jnp.asarray(seqs[1], jnp.float32)
+    n = y.shape[0]
+    obs = jnp.ones(n, bool).at[2].set(False)
+    a = path_log_weight(jax.random.key(4), M, p, E, g, y.at[2].set(jnp.nan), jnp.ones(n, bool), obs)[0]
+    b = path_log_weight(jax.random.key(4), M, p, E, g, y.at[2].set(1.0), jnp.ones(n, bool), obs)[0]
+    assert np.isfinite(a) and a == b
+    # through the boundary: NaN rows become unobserved steps
+    with_nan = [np.asarray(s, np.float32) for s in seqs[:4]]
+    with_nan[0][1] = np.nan
+    v = evaluate_bound(jax.random.key(6), M, p, with_nan, guide=E, guide_params=g, num_samples=2)
+    assert np.isfinite(v)
+
+
+def test_bounds_order_and_tighten_with_k(setup):
+    """As NLL bounds: IWAE_64 < IWAE_4 < ELBO and FIVO_64 < ELBO (paired z > 3 over sequences); FIVO with one
+    particle never resamples, so its mean equals the ELBO's (two-sample |z| < 4)."""
+    p, g, seqs = setup
+
+    def per_seq(bound, k, seed):
+        return evaluate_bound(
+            jax.random.key(seed), M, p, seqs, guide=E, guide_params=g, bound=bound, num_samples=k, per_sequence=True
+        )
+
+    elbo = per_seq("elbo", 8, 1)
+    iw4, iw64, fivo64 = per_seq("iwae", 4, 2), per_seq("iwae", 64, 3), per_seq("fivo", 64, 4)
+
+    def z(d):
+        return d.mean() / (d.std(ddof=1) / np.sqrt(len(d)))
+
+    assert z(iw4 - elbo) > 3 and z(iw64 - iw4) > 3 and z(fivo64 - elbo) > 3
+    f1 = np.concatenate([per_seq("fivo", 1, 10 + s) for s in range(4)])
+    e1 = np.concatenate([per_seq("elbo", 1, 20 + s) for s in range(4)])
+    se = np.sqrt(f1.var(ddof=1) / len(f1) + e1.var(ddof=1) / len(e1))
+    assert abs(f1.mean() - e1.mean()) / se < 4
+
+
+class _Kill(Exception):
+    pass
+
+
+def test_resume_after_interruption_equals_uninterrupted(setup, tmp_path):
+    p, g, seqs = setup
+    kw = dict(guide=E, guide_params=g, num_epochs=4, batch_size=8, annealing_epochs=3, pad_multiple=16)
+    full = fit_vae(jax.random.key(7), M, p, seqs, **kw)
+    path = tmp_path / "ckpt.npz"
+
+    def kill(epoch, loss):
+        if epoch == 1:
+            raise _Kill
+
+    with pytest.raises(_Kill):
+        fit_vae(jax.random.key(7), M, p, seqs, checkpoint=path, callback=kill, **kw)
+    resumed = fit_vae(jax.random.key(7), M, p, seqs, checkpoint=path, **kw)
+    diff = jax.tree.map(
+        lambda a, b: float(jnp.max(jnp.abs(a - b))),
+        (full.params, full.guide_params),
+        (resumed.params, resumed.guide_params),
+    )
+    assert max(jax.tree.leaves(diff)) == 0.0
+    np.testing.assert_array_equal(full.losses, resumed.losses)
+    # linear per minibatch from 0.2 over 3 epochs of 3 minibatches (value at each epoch's last minibatch), then 1
+    np.testing.assert_allclose(full.annealing, [0.2 + 0.8 * 3 / 9, 0.2 + 0.8 * 6 / 9, 1.0, 1.0], rtol=1e-6)
+    with pytest.raises(ValueError, match="same settings"):
+        fit_vae(jax.random.key(7), M, p, seqs, checkpoint=path, **{**kw, "batch_size": 4})
+
+
+def test_smc_engine_runs_on_a_fivo_trained_model(setup):
+    p, g, seqs = setup
+    res = fit_vae(
+        jax.random.key(8), M, p, seqs, guide=E, guide_params=g, num_epochs=1, batch_size=8, bound="fivo", num_samples=4
+    )
+    y = jnp.asarray(seqs[2], jnp.float32)
+    n = y.shape[0]
+    h = E.features(res.guide_params, y, jnp.ones(n, bool))
+    fk = E.feynman_kac(M, res.guide_params)
+    guided = particle_filter(jax.random.key(9), fk, res.params, y, 64, inputs=h)
+    boot = particle_filter(jax.random.key(9), M, res.params, y, 64)
+    assert np.isfinite(guided.log_likelihood) and np.isfinite(boot.log_likelihood)
+    est = paris(jax.random.key(10), fk, res.params, y, 32, lambda xp, x, t: x, inputs=h).estimate
+    assert est.shape == (2,) and np.all(np.isfinite(est))
+    ref = jnp.zeros((n, 2))
+    out = conditional_smc(jax.random.key(11), M, res.params, y, ref, 16)
+    assert np.all(np.isfinite(out.path))
+
+
+def test_boundary_errors(setup):
+    p, g, seqs = setup
+    with pytest.raises(ValueError, match="emission_shape"):
+        fit_vae(jax.random.key(0), M, p, [np.zeros((5, 4))], guide=E, guide_params=g, num_epochs=1)
+    with pytest.raises(ValueError, match="bound"):
+        fit_vae(jax.random.key(0), M, p, seqs, guide=E, guide_params=g, num_epochs=1, bound="vi")
+    with pytest.raises(ValueError, match="annealing"):
+        fit_vae(jax.random.key(0), M, p, seqs, guide=E, guide_params=g, num_epochs=1, bound="fivo", annealing_epochs=5)
+    with pytest.raises(ValueError, match="latent_dim"):
+        fit_vae(jax.random.key(0), M, p, seqs, guide=Encoder(3, 3), guide_params=g, num_epochs=1)
+    with pytest.raises(ValueError, match="binary|0/1|values"):
+        fit_vae(jax.random.key(0), M, p, [np.full((5, 3), 2.0)], guide=E, guide_params=g, num_epochs=1)
+    with pytest.raises(ValueError, match="emission_kind"):
+        DeepMarkovModel(2, 3, "gamma")
