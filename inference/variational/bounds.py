@@ -56,7 +56,7 @@ def path_log_weight(
 
     q0 = encoder.initial_distribution(encoder_params, h[0])
     z0 = q0.sample(keys[0])
-    lw0 = weight(q0, model.initial(params), z0, t0, y[0], obs[0])
+    lw0 = jnp.where(valid[0], weight(q0, model.initial(params), z0, t0, y[0], obs[0]), 0.0)  # empty: 0
 
     def step(z_prev, xs):
         k, t, y_t, h_t, v_t, o_t = xs
@@ -121,7 +121,7 @@ def fivo_log_likelihood(
     T = emissions.shape[0]
     if T > 1:
         state, _ = jax.lax.scan(body, state, (jax.random.split(key, T - 1), y[1:], h[1:], obs[1:], valid[1:]))
-    return state.log_likelihood
+    return jnp.where(valid[0], state.log_likelihood, 0.0)  # an empty (filler) sequence has bound 0
 
 
 def sequence_bound(

@@ -3,7 +3,8 @@
 ``model_fn(emissions, valid, observed, annealing)`` and ``guide_fn(...)`` take a padded minibatch
 ``(B, T, D)`` with ``valid`` (real steps) and ``observed`` (non-missing) masks ``(B, T)``; time is a
 ``numpyro.contrib.control_flow.scan``.  Latent sites are scaled by ``annealing`` (KL annealing) and masked to
-``valid``; emission sites are masked to ``valid & observed``.  The joint density of one sequence equals
+``valid``; the emission site (outside the scan: given the path the emissions are independent, so the emitter
+runs once over all steps) is masked to ``valid & observed``.  The joint density of one sequence equals
 :func:`pssm.log_joint` of the protocol model (a test checks it), so NumPyro's ``Trace_ELBO`` on these programs is
 the ELBO of :mod:`pssm.inference.variational.bounds`.
 """
@@ -61,18 +62,18 @@ def make_vae_model(model: DeepMarkovModel, params: DMMParams) -> Callable[..., N
         o = jnp.swapaxes(valid & observed, 0, 1)
         z_init = jnp.broadcast_to(p.initial_latent, (B, model.latent_dim))
 
-        def step(z_prev, xs):
-            y_t, v_t, o_t = xs
+        def step(z_prev, v_t):
             loc, scale = jax.vmap(p.transition)(z_prev)
             with numpyro.plate("sequences", B), numpyro.handlers.scale(scale=annealing):
                 with numpyro.handlers.mask(mask=v_t):
                     z = numpyro.sample("z", dist.Normal(loc, scale).to_event(1))
-            raw = jax.vmap(p.emitter)(z)
-            with numpyro.plate("sequences", B), numpyro.handlers.mask(mask=o_t):
-                numpyro.sample("y", emission_distribution(model.emission_kind, raw), obs=y_t)
-            return z, None
+            return z, z
 
-        scan(step, z_init, (y, v, o))
+        _, zs = scan(step, z_init, v)
+        # emissions are conditionally independent given the path: one batched emitter call over (T, B)
+        raw = jax.vmap(jax.vmap(p.emitter))(zs)
+        with numpyro.plate("time", T, dim=-2), numpyro.plate("sequences", B), numpyro.handlers.mask(mask=o):
+            numpyro.sample("y", emission_distribution(model.emission_kind, raw), obs=y)
 
     return model_fn
 

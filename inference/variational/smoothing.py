@@ -163,7 +163,8 @@ class VariationalSmootherResult(NamedTuple):
     smoothed_means: Float[Array, "T D"]
     smoothed_covariances: Float[Array, "T D D"]
     losses: Float[Array, " steps"]
-    """Negative ELBO estimate at every SVI step (its minimum bounds :math:`-\\log p_\\theta(y)` from above)."""
+    """Negative ELBO estimate at every SVI step (in expectation :math:`\\ge -\\log p_\\theta(y)`, with equality
+    iff :math:`q` is the posterior)."""
 
     def sample(self, key: PRNGKeyArray, num_samples: int) -> Float[Array, "n T D"]:
         """``num_samples`` paths from :math:`q` (reshape to the model's state shape if it is not ``(D,)``)."""
@@ -247,7 +248,7 @@ def _finish(state, model, params, emissions, inputs, mask, learning_rate, settin
 def _state_aval(model: SSM, params, inputs):
     try:
         return jax.eval_shape(lambda k: model.initial(params, inputs_at(inputs, 0)).sample(k), jax.random.key(0))
-    except Exception as err:  # noqa: BLE001 - report what the model did, with the fix
+    except Exception as err:  # report what the model did, with the fix
         raise TypeError(
             f"could not draw x_0 from {type(model).__name__}.initial(params) ({type(err).__name__}: {err}); check "
             "params (and inputs) match the model."

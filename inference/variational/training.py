@@ -5,7 +5,8 @@
 ``Trace_ELBO``), ``'iwae'`` or ``'fivo'`` (:class:`ParticleBound`, a NumPyro ELBO whose value is the bound of
 :mod:`~pssm.inference.variational.bounds`).  Each epoch visits the training sequences in a fresh order drawn from
 ``fold_in(key, epoch)`` in minibatches of ``batch_size``, each padded to a multiple of ``pad_multiple`` steps (a
-few compiled shapes).  The loss of a minibatch is the negative bound summed over its sequences (Pyro's DMM
+few compiled shapes: lengths are bucketed to ``pad_multiple * 2**k``, a short last minibatch is filled with
+empty sequences).  The loss of a minibatch is the negative bound summed over its sequences (Pyro's DMM
 convention); KL annealing :math:`\\beta` rises linearly per minibatch from ``min_annealing`` to 1 over
 ``annealing_epochs``.  The default optimiser mirrors Pyro's ``ClippedAdam``: element-wise gradient clipping,
 L2 weight decay, Adam, and a learning rate decaying by ``lr_decay`` each step.
@@ -83,8 +84,9 @@ def clipped_adam(
     lr_decay: float = 1.0,
 ) -> optax.GradientTransformation:
     """Pyro's ``ClippedAdam`` in optax: clip each gradient entry to ``[-clip, clip]``, add
-    ``weight_decay * param``, Adam, learning rate ``learning_rate * lr_decay**step``."""
-    schedule = optax.exponential_decay(learning_rate, 1, lr_decay) if lr_decay != 1.0 else learning_rate
+    ``weight_decay * param``, Adam, learning rate ``learning_rate * lr_decay**(step + 1)``."""
+    # Pyro decays before each step: step k (from 0) uses learning_rate * lr_decay**(k + 1)
+    schedule = optax.exponential_decay(learning_rate * lr_decay, 1, lr_decay) if lr_decay != 1.0 else learning_rate
     return optax.chain(
         optax.clip(clip),
         optax.add_decayed_weights(weight_decay) if weight_decay else optax.identity(),
@@ -136,10 +138,32 @@ def _batches(order: np.ndarray, batch_size: int) -> list[np.ndarray]:
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def _padded(emissions, valid, observed, idx, pad_multiple):
-    t_max = int(valid[idx].sum(1).max())
-    T = min(emissions.shape[1], -(-t_max // pad_multiple) * pad_multiple)
-    return (jnp.asarray(emissions[idx, :T]), jnp.asarray(valid[idx, :T]), jnp.asarray(observed[idx, :T]))
+def _bucket(t_max: int, t_all: int, pad_multiple: int) -> int:
+    """Padded length: the smallest ``pad_multiple * 2**k >= t_max``, at most ``t_all`` rounded up to
+    ``pad_multiple`` (a handful of compiled shapes, at most 2x padding)."""
+    cap = -(-t_all // pad_multiple) * pad_multiple
+    T = pad_multiple
+    while T < t_max:
+        T *= 2
+    return min(T, cap)
+
+
+def _padded(emissions, valid, observed, idx, pad_multiple, batch_size):
+    """A minibatch ``(B, T_bucket, ...)``; a short last batch is filled with empty (all-invalid) sequences, which
+    contribute nothing, so every minibatch has ``batch_size`` rows."""
+    T = _bucket(int(valid[idx].sum(1).max()), emissions.shape[1], pad_multiple)
+    T_have = emissions.shape[1]
+    pad_b = batch_size - len(idx)
+
+    def take(a, fill):
+        x = a[idx, : min(T, T_have)]
+        if T > T_have:
+            x = np.concatenate([x, np.full((x.shape[0], T - T_have) + x.shape[2:], fill, x.dtype)], axis=1)
+        if pad_b:
+            x = np.concatenate([x, np.full((pad_b,) + x.shape[1:], fill, x.dtype)], axis=0)
+        return jnp.asarray(x)
+
+    return take(emissions, 0), take(valid, False), take(observed, False)
 
 
 def _annealing(epoch, batch, num_batches, annealing_epochs, min_annealing) -> float:
@@ -242,7 +266,7 @@ def fit_vae(
         total, beta = 0.0, 1.0
         for b, idx in enumerate(batches):
             beta = _annealing(epoch, b, len(batches), annealing_epochs, float(min_annealing))
-            batch = _padded(emissions, valid, observed, idx, pad_multiple)
+            batch = _padded(emissions, valid, observed, idx, pad_multiple, batch_size)
             state, value = _svi_update(state, *batch, jnp.asarray(beta, batch[0].dtype), params, guide_params, static)
             total += float(value)
         hist["seconds"][epoch] = time.perf_counter() - t0
@@ -343,11 +367,14 @@ def evaluate_bound(
     valid = _valid(seqs)
     observed = np.asarray(seqs.mask) & valid
     n = emissions.shape[0]
+    batch_size = min(check_positive_int(batch_size, "batch_size"), n)
     keys = jax.random.split(key, n)
     out = []
+    keys = jnp.concatenate([keys, jax.random.split(jax.random.fold_in(key, 1), batch_size)])  # for filler rows
     for idx in _batches(np.arange(n), batch_size):
-        e, v, o = _padded(emissions, valid, observed, idx, 16)
-        b = _batch_bounds(keys[idx], model, params, guide, guide_params, e, v, o, bound, num_samples)
-        out.append(np.asarray(b))
+        e, v, o = _padded(emissions, valid, observed, idx, 16, batch_size)
+        k = keys[np.concatenate([idx, n + np.arange(batch_size - len(idx))])]
+        b = _batch_bounds(k, model, params, guide, guide_params, e, v, o, bound, num_samples)
+        out.append(np.asarray(b)[: len(idx)])
     bounds = np.concatenate(out)
     return bounds if per_sequence else float(-bounds.sum() / valid.sum())

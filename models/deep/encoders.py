@@ -26,7 +26,7 @@ import numpyro.distributions as dist
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
 from pssm.display import short_repr
-from pssm.models.deep.networks import Combiner, make_cell
+from pssm.models.deep.networks import Combiner, ElmanCell, make_cell
 from pssm.validation import check_key
 
 __all__ = ["Encoder", "EncoderParams", "DIRECTIONS"]
@@ -94,12 +94,15 @@ class Encoder(eqx.Module):
         x = jnp.where(obs[:, None], jnp.nan_to_num(y), 0.0).astype(params.initial_hidden.dtype)
 
         def run(cell, h0, reverse):
+            # an Elman cell's input half runs for all steps at once, outside the recurrence
+            inputs, recur = (cell.project(x), cell.recur) if isinstance(cell, ElmanCell) else (x, cell)
+
             def body(h, args):
                 xt, vt = args
-                h_new = jnp.where(vt, cell(xt, h), h0)
+                h_new = jnp.where(vt, recur(xt, h), h0)
                 return h_new, h_new
 
-            _, hs = jax.lax.scan(body, h0, (x, valid), reverse=reverse)
+            _, hs = jax.lax.scan(body, h0, (inputs, valid), reverse=reverse)
             return hs
 
         if self.direction == "backward":

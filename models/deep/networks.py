@@ -104,7 +104,15 @@ class ElmanCell(eqx.Module):
         self.bias = u(k3, (hidden_size,), minval=-lim, maxval=lim) + u(k4, (hidden_size,), minval=-lim, maxval=lim)
 
     def __call__(self, x: Float[Array, " I"], h: Float[Array, " H"]) -> Float[Array, " H"]:
-        return jax.nn.relu(self.weight_ih @ x + self.weight_hh @ h + self.bias)
+        return self.recur(self.project(x), h)
+
+    def project(self, x: Float[Array, "... I"]) -> Float[Array, "... H"]:
+        """The input half :math:`W_{ih} x + b` (batched over leading axes: one matrix product for a sequence)."""
+        return x @ self.weight_ih.T + self.bias
+
+    def recur(self, projected: Float[Array, " H"], h: Float[Array, " H"]) -> Float[Array, " H"]:
+        """The recurrent half: :math:`\\mathrm{relu}(\\text{projected} + W_{hh} h)`."""
+        return jax.nn.relu(projected + self.weight_hh @ h)
 
 
 def make_cell(kind: str, input_size: int, hidden_size: int, *, key: PRNGKeyArray) -> eqx.Module:
