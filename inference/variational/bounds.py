@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpyro.distributions as dist
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
 from pssm.inference.smc.filter import filter_init, filter_step
@@ -50,25 +51,32 @@ def path_log_weight(
     keys = jax.random.split(key, T)
     t0 = jnp.zeros((), jnp.int32)
 
-    def weight(q, prior, z, t, y_t, o_t):
+    def weight(lq, prior, z, t, y_t, o_t):
         lg = model.emission(params, z, t).log_prob(y_t)
-        return annealing * (prior.log_prob(z) - q.log_prob(z)) + jnp.where(o_t, lg, 0.0)
+        return annealing * (prior.log_prob(z) - lq) + jnp.where(o_t, lg, 0.0)
 
-    q0 = encoder.initial_distribution(encoder_params, h[0])
-    z0 = q0.sample(keys[0])
-    lw0 = jnp.where(valid[0], weight(q0, model.initial(params), z0, t0, y[0], obs[0]), 0.0)  # empty: 0
+    z0, lq0 = _draw(encoder.initial_distribution(encoder_params, h[0]), keys[0])
+    lw0 = jnp.where(valid[0], weight(lq0, model.initial(params), z0, t0, y[0], obs[0]), 0.0)  # empty: 0
 
     def step(z_prev, xs):
         k, t, y_t, h_t, v_t, o_t = xs
-        q = encoder.step_distribution(encoder_params, z_prev, h_t)
-        z = q.sample(k)
-        lw = weight(q, model.transition(params, z_prev, t), z, t, y_t, o_t)
+        z, lq = _draw(encoder.step_distribution(encoder_params, z_prev, h_t), k)
+        lw = weight(lq, model.transition(params, z_prev, t), z, t, y_t, o_t)
         return z, (jnp.where(v_t, lw, 0.0), z)
 
     if T == 1:
         return lw0, z0[None]
     _, (lws, zs) = jax.lax.scan(step, z0, (keys[1:], jnp.arange(1, T), y[1:], h[1:], valid[1:], obs[1:]))
     return lw0 + lws.sum(), jnp.concatenate([z0[None], zs])
+
+
+def _draw(q, key):
+    """A reparameterised draw and its log density (a flow's intermediates spare its inversion)."""
+    if isinstance(q, dist.TransformedDistribution):
+        z, inter = q.sample_with_intermediates(key)
+        return z, q.log_prob(z, inter)
+    z = q.sample(key)
+    return z, q.log_prob(z)
 
 
 def sample_log_weights(

@@ -93,10 +93,9 @@ def make_vae_guide(encoder: Encoder, params: EncoderParams) -> Callable[..., Non
 
         def step(z_prev, xs):
             h_t, v_t = xs
-            loc, scale = jax.vmap(g.combiner)(z_prev, h_t)
             with numpyro.plate("sequences", B), numpyro.handlers.scale(scale=annealing):
                 with numpyro.handlers.mask(mask=v_t):
-                    z = numpyro.sample("z", dist.Normal(loc, scale).to_event(1))
+                    z = numpyro.sample("z", encoder.step_distribution(g, z_prev, h_t))
             return z, None
 
         scan(step, z_init, (h, v))

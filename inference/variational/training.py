@@ -96,12 +96,13 @@ def clipped_adam(
 
 
 class ParticleBound(ELBO):
-    """A NumPyro ELBO whose loss is minus the IWAE or FIVO bound of each minibatch sequence, summed."""
+    """A NumPyro ELBO whose loss is minus the ELBO, IWAE or FIVO bound of each minibatch sequence, summed (from
+    :func:`~pssm.inference.variational.bounds.sequence_bound`)."""
 
     def __init__(self, model, params, guide, guide_params, bound: str, num_samples: int):
         super().__init__(num_particles=1)
-        if bound not in ("iwae", "fivo"):
-            raise ValueError(f"ParticleBound is for 'iwae' or 'fivo'; got {bound!r}.")
+        if bound not in BOUNDS:
+            raise ValueError(f"bound must be one of {BOUNDS}; got {bound!r}.")
         self.model, self.guide, self.bound, self.num_samples = model, guide, bound, int(num_samples)
         self._model_flat, self._guide_flat = FlatModule(params), FlatModule(guide_params)
 
@@ -304,9 +305,11 @@ def fit_vae(
 
 
 def _make_svi(model, params, guide, guide_params, optimizer, bound, num_samples) -> SVI:
+    # NumPyro's Trace_ELBO for the plain guide; with flow steps the guide's samples carry intermediates that
+    # NumPyro 0.22's scan does not stack, so the same ELBO comes from the pure bound instead
     loss = (
         Trace_ELBO(num_particles=num_samples)
-        if bound == "elbo"
+        if bound == "elbo" and not getattr(guide, "num_flows", 0)
         else ParticleBound(model, params, guide, guide_params, bound, num_samples)
     )
     svi = SVI(make_vae_model(model, params), make_vae_guide(guide, guide_params), optimizer, loss)

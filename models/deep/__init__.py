@@ -2,7 +2,7 @@
 
 from pssm.models.deep.dmm import EMISSIONS, DeepMarkovModel, DMMParams, emission_distribution, network_leaves
 from pssm.models.deep.encoders import DIRECTIONS, Encoder, EncoderParams
-from pssm.models.deep.networks import Combiner, ElmanCell, Emitter, GatedTransition, make_cell
+from pssm.models.deep.networks import MADE, Combiner, ElmanCell, Emitter, GatedTransition, make_cell
 
 __all__ = [
     "EMISSIONS",
@@ -15,6 +15,7 @@ __all__ = [
     "GatedTransition",
     "Combiner",
     "ElmanCell",
+    "MADE",
     "make_cell",
     "emission_distribution",
     "network_leaves",

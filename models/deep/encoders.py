@@ -6,7 +6,8 @@
     \\qquad z_{-1} = \\zeta_q,
 
 with :math:`h_t` from a recurrent network over the observations: ``'backward'`` (over :math:`y_{t:T-1}`, the
-structured smoothing guide of Krishnan et al. 2017 and Pyro's DMM), ``'forward'`` (a filtering guide over
+structured smoothing guide of Krishnan et al. 2017 and Pyro's DMM; ``num_flows`` inverse autoregressive flow steps
+may be stacked on each step's Gaussian, as in Pyro's DMM with IAF), ``'forward'`` (a filtering guide over
 :math:`y_{0:t}`) or ``'bidirectional'`` (both, concatenated).  Ragged sequences: steps outside ``valid`` reset
 the recurrence to the learned :math:`h_0`, so :math:`h_t` only sees the sequence's own steps; a missing
 observation (``observed[t] == False``) enters the network as zeros.
@@ -26,7 +27,7 @@ import numpyro.distributions as dist
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
 from pssm.display import short_repr
-from pssm.models.deep.networks import Combiner, ElmanCell, make_cell
+from pssm.models.deep.networks import MADE, Combiner, ElmanCell, make_cell
 from pssm.validation import check_key
 
 __all__ = ["Encoder", "EncoderParams", "DIRECTIONS"]
@@ -41,6 +42,7 @@ class EncoderParams(NamedTuple):
     initial_hidden: Float[Array, "R H"]
     initial_latent: Float[Array, " Z"]
     combiner: Combiner
+    flows: tuple = ()
 
     __repr__ = short_repr
 
@@ -54,6 +56,8 @@ class Encoder(eqx.Module):
     hidden: int = 600
     direction: Literal["backward", "forward", "bidirectional"] = "backward"
     cell: Literal["rnn", "gru"] = "rnn"
+    num_flows: int = 0
+    flow_hidden: int = 100
 
     def __check_init__(self):
         for name in ("latent_dim", "emission_dim", "hidden"):
@@ -64,6 +68,10 @@ class Encoder(eqx.Module):
             raise ValueError(f"direction must be one of {DIRECTIONS}; got {self.direction!r}.")
         if self.cell not in ("rnn", "gru"):
             raise ValueError(f"cell must be 'rnn' or 'gru'; got {self.cell!r}.")
+        if not isinstance(self.num_flows, int) or self.num_flows < 0:
+            raise ValueError(
+                f"num_flows must be an int >= 0 (inverse autoregressive flow steps); got {self.num_flows!r}."
+            )
 
     @property
     def num_directions(self) -> int:
@@ -75,13 +83,16 @@ class Encoder(eqx.Module):
 
     def init_params(self, key: PRNGKeyArray) -> EncoderParams:
         check_key(key)
-        keys = jax.random.split(key, self.num_directions + 1)
-        cells = tuple(make_cell(self.cell, self.emission_dim, self.hidden, key=k) for k in keys[:-1])
+        keys = jax.random.split(key, self.num_directions + 1 + self.num_flows)
+        r = self.num_directions
+        cells = tuple(make_cell(self.cell, self.emission_dim, self.hidden, key=k) for k in keys[:r])
+        flows = tuple(MADE(self.latent_dim, self.flow_hidden, key=k) for k in keys[r + 1 :])
         return EncoderParams(
             cells,
             jnp.zeros((self.num_directions, self.hidden)),
             jnp.zeros(self.latent_dim),
-            Combiner(self.latent_dim, self.feature_dim, key=keys[-1]),
+            Combiner(self.latent_dim, self.feature_dim, key=keys[r]),
+            flows,
         )
 
     # ---- features h_t
@@ -115,8 +126,10 @@ class Encoder(eqx.Module):
 
     # ---- q(z_t | z_{t-1}, h_t)
     def step_distribution(self, params: EncoderParams, z_prev: Array, h: Array) -> dist.Distribution:
-        loc, scale = params.combiner(z_prev, h)
-        return dist.Normal(loc, scale).to_event(1)
+        """:math:`q(z_t \\mid z_{t-1}, h_t)`: the combiner's diagonal Gaussian, pushed through the IAF steps (works
+        on a leading batch axis of ``z_prev`` and ``h``)."""
+        loc, scale = params.combiner(z_prev, h) if z_prev.ndim == 1 else jax.vmap(params.combiner)(z_prev, h)
+        return flow_distribution(dist.Normal(loc, scale).to_event(1), params.flows)
 
     def initial_distribution(self, params: EncoderParams, h0: Array) -> dist.Distribution:
         return self.step_distribution(params, params.initial_latent, h0)
@@ -126,6 +139,22 @@ class Encoder(eqx.Module):
         from pssm.inference.smc.filter import FeynmanKac
 
         return FeynmanKac.guided(model, _StepProposal(self, params), _InitialProposal(self, params))
+
+
+def flow_distribution(base: dist.Distribution, flows: tuple) -> dist.Distribution:
+    """``base`` pushed through inverse autoregressive flow steps (their order reversed between steps), or ``base``."""
+    if not flows:
+        return base
+    from numpyro.distributions.flows import InverseAutoregressiveTransform
+    from numpyro.distributions.transforms import PermuteTransform
+
+    d = base.event_shape[-1]
+    transforms = []
+    for i, made in enumerate(flows):
+        if i:
+            transforms.append(PermuteTransform(jnp.arange(d)[::-1]))
+        transforms.append(InverseAutoregressiveTransform(made))
+    return dist.TransformedDistribution(base, transforms)
 
 
 class _StepProposal(eqx.Module):

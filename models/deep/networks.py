@@ -10,6 +10,8 @@ PyTorch's defaults (uniform :math:`\\pm 1/\\sqrt{\\text{fan-in}}`), so a side-by
   :math:`\\sigma = \\mathrm{softplus}(W_s\\,\\mathrm{relu}(\\tilde\\mu))`.
 * :class:`Combiner` — :math:`h = \\tfrac12(\\tanh(W_h z_{t-1}) + h^{\\mathrm{rnn}}_t)`, :math:`\\mu = W_\\mu h`,
   :math:`\\sigma = \\mathrm{softplus}(W_\\sigma h)`.
+* :class:`MADE` — a masked autoregressive MLP (Germain et al. 2015) giving ``(mean, log_scale)`` for an inverse
+  autoregressive flow step (Kingma et al. 2016) on top of the guide.
 * :class:`ElmanCell` / ``GRU`` — the recurrent cell of the inference network (``relu`` Elman RNN as in Pyro's DMM,
   or ``eqx.nn.GRUCell``).
 """
@@ -23,7 +25,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-__all__ = ["Emitter", "GatedTransition", "Combiner", "ElmanCell", "make_cell"]
+__all__ = ["Emitter", "GatedTransition", "Combiner", "ElmanCell", "MADE", "make_cell"]
 
 
 class Emitter(eqx.Module):
@@ -113,6 +115,35 @@ class ElmanCell(eqx.Module):
     def recur(self, projected: Float[Array, " H"], h: Float[Array, " H"]) -> Float[Array, " H"]:
         """The recurrent half: :math:`\\mathrm{relu}(\\text{projected} + W_{hh} h)`."""
         return jax.nn.relu(projected + self.weight_hh @ h)
+
+
+class MADE(eqx.Module):
+    """One-hidden-layer masked autoregressive network: output ``d`` depends on inputs ``< d`` only.
+
+    Degrees: input :math:`i` has :math:`i+1`, hidden unit :math:`k` has :math:`1 + (k \bmod (D-1))`; a weight
+    is kept when the receiving degree is >= (hidden) or > (output) the sending one.  Works on leading batch axes."""
+
+    w1: Float[Array, "H D"]
+    b1: Float[Array, " H"]
+    w2: Float[Array, "O H"]
+    b2: Float[Array, " O"]
+    mask1: Array
+    mask2: Array
+
+    def __init__(self, dim: int, hidden: int, *, key: PRNGKeyArray):
+        k1, k2 = jax.random.split(key)
+        l1, l2 = eqx.nn.Linear(dim, hidden, key=k1), eqx.nn.Linear(hidden, 2 * dim, key=k2)
+        d_in = jnp.arange(1, dim + 1)
+        d_hid = 1 + jnp.arange(hidden) % max(dim - 1, 1)
+        d_out = jnp.concatenate([d_in, d_in])
+        self.w1, self.b1, self.w2, self.b2 = l1.weight, l1.bias, l2.weight, l2.bias
+        self.mask1 = d_hid[:, None] >= d_in[None, :]
+        self.mask2 = d_out[:, None] > d_hid[None, :]
+
+    def __call__(self, x: Float[Array, "... D"]) -> tuple[Array, Array]:
+        h = jax.nn.relu(x @ jnp.where(self.mask1, self.w1, 0.0).T + self.b1)
+        out = h @ jnp.where(self.mask2, self.w2, 0.0).T + self.b2
+        return jnp.split(out, 2, axis=-1)
 
 
 def make_cell(kind: str, input_size: int, hidden_size: int, *, key: PRNGKeyArray) -> eqx.Module:
