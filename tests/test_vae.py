@@ -235,3 +235,21 @@ def test_flow_guide_density_and_autoregressive_masks(setup):
     for net in (big, made):
         jac = np.asarray(jax.jacfwd(lambda x, net=net: net(x)[0])(jnp.linspace(0.1, 1.0, net.w1.shape[1])))
         assert np.all(np.triu(jac) == 0) and np.any(np.tril(jac, -1) != 0)
+
+
+def test_to_arviz_and_divergence_is_an_error(setup):
+    from pssm import to_arviz
+
+    p, g, seqs = setup
+    res = fit_vae(jax.random.key(7), M, p, seqs, guide=E, guide_params=g, num_epochs=2, batch_size=8)
+    hist = to_arviz(res)
+    np.testing.assert_array_equal(hist.sample_stats["loss"].values.ravel(), res.losses)
+    y = np.asarray(seqs[0], np.float32)
+    draws = to_arviz(res, key=jax.random.key(1), model=M, guide=E, emissions=y, num_samples=5)
+    assert draws.posterior["z"].shape == (1, 5, len(y), 2)
+    with pytest.raises(ValueError, match="emissions="):
+        to_arviz(res, key=jax.random.key(1))
+    # a non-finite loss stops the run with an error (NaN start: the same compiled step as above)
+    bad = p._replace(initial_latent=p.initial_latent * jnp.nan)
+    with pytest.raises(FloatingPointError, match="loss became nan"):
+        fit_vae(jax.random.key(7), M, bad, seqs, guide=E, guide_params=g, num_epochs=2, batch_size=8)

@@ -59,6 +59,7 @@ __all__ = [
     "conditional_smc",
     "csmc_kernel",
     "trace_genealogy",
+    "chunk_runner",
     "run_chunked",
 ]
 
@@ -325,25 +326,12 @@ def csmc_kernel(
 # ------------------------------------------------------------------------------------------------ loops
 
 
-def run_chunked(
-    step: Callable[[PRNGKeyArray, Any], tuple[Any, Any]],
-    carry: Any,
-    key: PRNGKeyArray,
-    num_iters: int,
-    *,
-    chunk_size: int = 100,
-    progress: bool = False,
-    desc: str = "",
-) -> tuple[Any, Any]:
-    """Iterate ``carry, out = step(key, carry)`` ``num_iters`` times in jitted chunks of ``lax.scan``.
+def chunk_runner(step: Callable[[PRNGKeyArray, Any], tuple[Any, Any]]) -> Callable:
+    """The jitted chunk of :func:`run_chunked` for ``step``: ``run(carry, keys, active) -> (carry, outs)``.
 
-    With ``progress`` a tqdm bar advances per chunk.  Outputs are stacked along a leading axis (on the host, numpy).
-    The last chunk is padded with iterations that leave the carry unchanged, so one compilation serves all.
+    Build it once and pass it as ``runner=`` to several :func:`run_chunked` calls with the same chunk length (e.g.
+    warm-up and sampling, with the phase in the carry) so that one compilation serves them all.
     """
-    num_iters = int(num_iters)
-    if num_iters == 0:
-        return carry, None
-    chunk = max(1, min(int(chunk_size), num_iters))
 
     @jax.jit
     def run(carry, keys, active):
@@ -354,6 +342,38 @@ def run_chunked(
             return c_new, out
 
         return jax.lax.scan(body, carry, (keys, active))
+
+    return run
+
+
+def run_chunked(
+    step: Callable[[PRNGKeyArray, Any], tuple[Any, Any]],
+    carry: Any,
+    key: PRNGKeyArray,
+    num_iters: int,
+    *,
+    chunk_size: int = 100,
+    progress: bool = False,
+    desc: str = "",
+    runner: Callable | None = None,
+) -> tuple[Any, Any]:
+    """Iterate ``carry, out = step(key, carry)`` ``num_iters`` times in jitted chunks of ``lax.scan``.
+
+    With ``progress`` a tqdm bar advances per chunk.  Outputs are stacked along a leading axis (on the host, numpy).
+    The last chunk is padded with iterations that leave the carry unchanged, so one compilation serves all.
+    ``runner``: a :func:`chunk_runner` of ``step`` to reuse across calls; then every chunk has exactly
+    ``chunk_size`` iterations (also when ``num_iters`` is smaller), so calls with different ``num_iters`` share
+    its compilation.  The keys are the same either way (``split(key, n)`` is a prefix of ``split(key, m > n)``).
+    """
+    num_iters = int(num_iters)
+    if num_iters == 0:
+        return carry, None
+    if runner is None:
+        chunk = max(1, min(int(chunk_size), num_iters))
+        run = chunk_runner(step)
+    else:
+        chunk = max(1, int(chunk_size))
+        run = runner
 
     keys = jax.random.split(key, -(-num_iters // chunk) * chunk)
     outs = []

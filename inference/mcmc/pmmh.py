@@ -32,7 +32,7 @@ from numpyro.distributions.transforms import biject_to
 
 from pssm.arviz import to_arviz
 from pssm.display import short_repr
-from pssm.inference.mcmc.csmc import run_chunked, validate_num_particles, validate_sequence
+from pssm.inference.mcmc.csmc import chunk_runner, run_chunked, validate_num_particles, validate_sequence
 from pssm.inference.numpyro_model import site_names
 from pssm.inference.smc.filter import FeynmanKac, as_feynman_kac, particle_filter
 from pssm.inference.smc.resampling import get_resampler
@@ -349,33 +349,20 @@ def pmmh(
     elif state.u.shape != (num_chains, d):
         raise ValueError(f"state.u must have shape ({num_chains}, {d}); got {state.u.shape}.")
 
-    def step_fn(adapting):
-        def step(k, st):
-            st, info = jax.vmap(
-                lambda kk, s: pmmh_step(kk, s, log_prior_u, log_lik, adapt=adapting and adapt, adapt_start=adapt_start)
-            )(jax.random.split(k, num_chains), st)
-            return st, info
+    # warm-up and sampling share one compiled chunk: the phase (adapting or not) rides in the carry
+    def step(k, carry):
+        st, adapting = carry
+        st, info = jax.vmap(
+            lambda kk, s: pmmh_step(kk, s, log_prior_u, log_lik, adapt=adapting & adapt, adapt_start=adapt_start)
+        )(jax.random.split(k, num_chains), st)
+        return (st, adapting), (info, st.u)
 
-        return step
-
+    chunk = max(1, min(int(chunk_size), max(num_warmup, num_samples)))
+    runner = chunk_runner(step)
+    kw = dict(chunk_size=chunk, progress=progress, runner=runner)
     if num_warmup:
-        state, _ = run_chunked(
-            lambda k, st: (step_fn(True)(k, st)[0], None),
-            state,
-            k_warm,
-            num_warmup,
-            chunk_size=chunk_size,
-            progress=progress,
-            desc="PMMH warmup",
-        )
-
-    def run_step(k, st):
-        st, info = step_fn(False)(k, st)
-        return st, (info, st.u)
-
-    state, (info, us) = run_chunked(
-        run_step, state, k_run, num_samples, chunk_size=chunk_size, progress=progress, desc="PMMH"
-    )
+        (state, _), _ = run_chunked(step, (state, jnp.asarray(True)), k_warm, num_warmup, desc="PMMH warmup", **kw)
+    (state, _), (info, us) = run_chunked(step, (state, jnp.asarray(False)), k_run, num_samples, desc="PMMH", **kw)
     us = np.swapaxes(us, 0, 1)  # (chain, draw, d)
     sites = jax.jit(jax.vmap(jax.vmap(space.to_sites)))(jnp.asarray(us))
     sw = lambda a: np.swapaxes(np.asarray(a), 0, 1)  # noqa: E731

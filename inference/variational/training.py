@@ -37,11 +37,12 @@ from numpyro.infer.svi import SVIState
 from numpyro.infer.util import transform_fn
 from numpyro.optim import optax_to_numpyro
 
+from pssm.arviz import summary_group, to_arviz
 from pssm.boundary import as_sequences
 from pssm.checkpoint import load_checkpoint, save_checkpoint
 from pssm.data import Sequences
 from pssm.display import short_repr
-from pssm.inference.variational.bounds import sequence_bound
+from pssm.inference.variational.bounds import path_log_weight, sequence_bound
 from pssm.inference.variational.numpyro_vae import (
     GUIDE_SITE,
     MODEL_SITE,
@@ -269,6 +270,12 @@ def fit_vae(
             beta = _annealing(epoch, b, len(batches), annealing_epochs, float(min_annealing))
             batch = _padded(emissions, valid, observed, idx, pad_multiple, batch_size)
             state, value = _svi_update(state, *batch, jnp.asarray(beta, batch[0].dtype), params, guide_params, static)
+            if not np.isfinite(float(value)):
+                raise FloatingPointError(
+                    f"fit_vae: the {bound} loss became {float(value)} at epoch {epoch}, minibatch {b}; the networks "
+                    "diverged. Lower the learning rate, add weight decay (clipped_adam(weight_decay=...)) or "
+                    "anneal longer; a checkpoint, if any, holds the last finite epoch."
+                )
             total += float(value)
         hist["seconds"][epoch] = time.perf_counter() - t0
         hist["losses"][epoch] = total / steps
@@ -381,3 +388,47 @@ def evaluate_bound(
         out.append(np.asarray(b)[: len(idx)])
     bounds = np.concatenate(out)
     return bounds if per_sequence else float(-bounds.sum() / valid.sum())
+
+
+@to_arviz.register(VAEResult)
+def _vae_to_arviz(
+    result: VAEResult,
+    *,
+    key: PRNGKeyArray | None = None,
+    model=None,
+    guide=None,
+    emissions: Array | None = None,
+    num_samples: int = 100,
+):
+    """Without ``key``: the training histories over ``epoch`` in ``sample_stats`` (one draw) and the model's learned
+    initial latent as the posterior.  With ``key``, ``model``, ``guide`` and one sequence ``emissions`` ``(T, D)``:
+    ``num_samples`` guide paths ``z`` as the posterior (one chain) and their log-weights
+    :math:`\\log p(y, z) - \\log q(z \\mid y)` in ``sample_stats``."""
+    import arviz as az
+
+    if key is None:
+        stats = {
+            "loss": np.asarray(result.losses),
+            "validation": np.asarray(result.validation),
+            "annealing": np.asarray(result.annealing),
+            "epoch_seconds": np.asarray(result.epoch_seconds),
+        }
+        dims = {k: ["epoch"] for k in stats} | {"initial_latent": ["latent_dim"]}
+        return summary_group({"initial_latent": np.asarray(result.params.initial_latent)}, dims, sample_stats=stats)
+    if model is None or guide is None or emissions is None:
+        raise ValueError("to_arviz(VAEResult, key=...) draws guide paths: pass model=, guide= and emissions= (T, D).")
+    check_key(key)
+    y = jnp.asarray(emissions)
+    if y.ndim != 2:
+        raise ValueError(f"emissions must be one sequence (T, D); got shape {y.shape}.")
+    ones = jnp.ones(y.shape[0], bool)
+
+    def draw(k):
+        return path_log_weight(k, model, result.params, guide, result.guide_params, y, ones, ones)
+
+    lw, z = jax.vmap(draw)(jax.random.split(key, int(num_samples)))
+    return az.from_dict(
+        posterior={"z": np.asarray(z)[None]},
+        sample_stats={"log_weight": np.asarray(lw)[None]},
+        dims={"z": ["time", "latent_dim"]},
+    )
