@@ -405,12 +405,19 @@ def fit_vae_latents(
             ]
         )
 
+    import arviz as az
+
+    from pssm import to_arviz
+
+    first = jnp.asarray(data.test_counts[0][:200], jnp.float32)  # ArviZ summary: guide paths on held-out bins
+    idata = to_arviz(res, key=jax.random.fold_in(k3, 99), model=model, guide=guide, emissions=first, num_samples=64)
     return {
         "z_train": latents(data.train_counts),
         "z_test": latents(data.test_counts),
         "result": res,
         "seconds": seconds,
         "num_windows": len(windows),
+        "arviz_summary": az.summary(idata, kind="stats"),
     }
 
 
@@ -578,6 +585,7 @@ def _run(args: argparse.Namespace) -> dict:
         f"{ev['circular_corr_fisher_lee']:.3f}), median |error| {ev['median_abs_error_deg']:.1f} deg",
         flush=True,
     )
+    vae["arviz_summary"].to_csv(out / "vae_arviz_summary.csv")
     tick("vae")
 
     # ---------------------------------------------------------------- figures

@@ -253,3 +253,31 @@ def test_to_arviz_and_divergence_is_an_error(setup):
     bad = p._replace(initial_latent=p.initial_latent * jnp.nan)
     with pytest.raises(FloatingPointError, match="loss became nan"):
         fit_vae(jax.random.key(7), M, bad, seqs, guide=E, guide_params=g, num_epochs=2, batch_size=8)
+
+
+def test_amortised_smoothing_of_any_continuous_model_keeps_its_params():
+    """``train_model=False`` fits only the encoder (here on a linear Gaussian model, whose params hold no networks);
+    the model's params come back bit for bit and the negative ELBO falls."""
+    from pssm.inference.variational import clipped_adam
+    from pssm.models import LinearGaussianSSM
+
+    lg = LinearGaussianSSM(2, 2)
+    p = lg.random_params(jax.random.PRNGKey(0))
+    ys = np.asarray(jax.vmap(lambda k: simulate(k, lg, p, 12)[1])(jax.random.split(jax.random.key(1), 16)))
+    enc = Encoder(2, 2, hidden=8)
+    res = fit_vae(
+        jax.random.key(2),
+        lg,
+        p,
+        ys,
+        guide=enc,
+        guide_params=enc.init_params(jax.random.key(3)),
+        num_epochs=8,
+        batch_size=4,
+        optimizer=clipped_adam(3e-3),
+        train_model=False,
+    )
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(res.params), jax.tree.leaves(p), strict=True))
+    assert res.losses[-1] < res.losses[0]
+    with pytest.raises(ValueError, match="Encoder\\(2, 2\\)"):
+        fit_vae(jax.random.key(2), lg, p, ys, guide=E, guide_params=E.init_params(jax.random.key(3)), num_epochs=1)

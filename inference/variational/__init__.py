@@ -1,7 +1,15 @@
-"""Variational inference for state-space models: deep VAE-SSM training (ELBO / IWAE / FIVO) and bounds."""
+"""Variational inference for state-space models: deep VAE-SSM training (ELBO / IWAE / FIVO), bounds, and
+variational smoothing of any continuous-state model (structured Gaussian-Markov guide, or an amortised encoder)."""
 
 from pssm.inference.variational.bounds import fivo_log_likelihood, path_log_weight, sample_log_weights, sequence_bound
 from pssm.inference.variational.numpyro_vae import make_vae_guide, make_vae_model
+from pssm.inference.variational.smoothing import (
+    GUIDE_SITES,
+    VariationalSmootherResult,
+    gaussian_markov_guide,
+    guide_params_to_q,
+    variational_smoother,
+)
 from pssm.inference.variational.training import (
     BOUNDS,
     ParticleBound,
@@ -12,6 +20,11 @@ from pssm.inference.variational.training import (
 )
 
 __all__ = [
+    "GUIDE_SITES",
+    "VariationalSmootherResult",
+    "gaussian_markov_guide",
+    "guide_params_to_q",
+    "variational_smoother",
     "BOUNDS",
     "ParticleBound",
     "VAEResult",

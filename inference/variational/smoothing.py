@@ -28,6 +28,7 @@ single-sample estimator reach the RTS answer to optimiser precision.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import equinox as eqx
@@ -265,7 +266,7 @@ def variational_smoother(
     mask: Bool[Array, " T"] | None = None,
     num_steps: int = 2000,
     num_samples: int = 1,
-    learning_rate: float = 0.1,
+    learning_rate: float = 0.05,
     optimizer: optax.GradientTransformation | None = None,
     init: GaussianMarkovQ | None = None,
     scale: float = 1.0,
@@ -277,7 +278,10 @@ def variational_smoother(
 
     ``num_steps`` SVI steps, each with a ``num_samples``-particle ``Trace_ELBO`` estimate; ``optimizer`` (an
     ``optax`` transformation, reused as the same object to avoid recompiling) defaults to Adam with a cosine decay
-    from ``learning_rate`` to 1% of it.  ``init`` (a :class:`GaussianMarkovQ`) starts the guide, else independent
+    from ``learning_rate`` to 1% of it.  At 0.05 the means were within 5e-4 of RTS on linear Gaussian models with
+    D=2-3, T=30-500 (2000-5000 steps); larger steps can make the products of the :math:`A_t` explode (a
+    non-finite loss warns), and posteriors strongly correlated in time (many latents, few observations) need more
+    steps.  ``init`` (a :class:`GaussianMarkovQ`) starts the guide, else independent
     :math:`N(0, \\text{scale}^2 I)`.  NaN rows of ``emissions`` are missing observations (as ``mask == False``);
     ±inf is refused.  Compiled once per model, shapes and settings: repeat calls only run.
     """
@@ -326,6 +330,14 @@ def variational_smoother(
             bar.update(n)
     q, means, covs = _finish(state, model, params, emissions, inputs, mask, lr, settings)
     loss = losses[0] if len(losses) == 1 else jnp.concatenate(losses)
+    bad = ~np.isfinite(np.asarray(loss))
+    if bad.any():
+        warnings.warn(
+            f"the variational smoother diverged (non-finite loss from step {int(np.argmax(bad))}); lower "
+            "learning_rate, or warm-start with init=result.q of a shorter run.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     return VariationalSmootherResult(q, means, covs, loss)
 
 

@@ -100,15 +100,16 @@ class ParticleBound(ELBO):
     """A NumPyro ELBO whose loss is minus the ELBO, IWAE or FIVO bound of each minibatch sequence, summed (from
     :func:`~pssm.inference.variational.bounds.sequence_bound`)."""
 
-    def __init__(self, model, params, guide, guide_params, bound: str, num_samples: int):
+    def __init__(self, model, params, guide, guide_params, bound: str, num_samples: int, *, fixed=None):
         super().__init__(num_particles=1)
         if bound not in BOUNDS:
             raise ValueError(f"bound must be one of {BOUNDS}; got {bound!r}.")
         self.model, self.guide, self.bound, self.num_samples = model, guide, bound, int(num_samples)
         self._model_flat, self._guide_flat = FlatModule(params), FlatModule(guide_params)
+        self._fixed = fixed  # model params held fixed (amortised smoothing), or None: trained
 
     def loss(self, rng_key, param_map, model, guide, emissions, valid, observed, annealing=1.0):
-        p = self._model_flat.unflatten(param_map[MODEL_SITE])
+        p = self._model_flat.unflatten(param_map[MODEL_SITE]) if self._fixed is None else self._fixed
         g = self._guide_flat.unflatten(param_map[GUIDE_SITE])
         beta = 1.0 if self.bound == "fivo" else annealing
         keys = jax.random.split(rng_key, emissions.shape[0])
@@ -198,6 +199,7 @@ def fit_vae(
     checkpoint_every: int = 1,
     progress: bool = False,
     callback: Callable[[int, float], None] | None = None,
+    train_model: bool = True,
 ) -> VAEResult:
     """Fit a deep Markov ``model`` and its ``guide`` (an :class:`~pssm.models.deep.Encoder`) to ``data`` (anything
     :func:`pssm.boundary.as_sequences` accepts: a list of ``(T_b, D)`` arrays, a padded batch or a
@@ -206,6 +208,12 @@ def fit_vae(
     ``optimizer`` defaults to :func:`clipped_adam` ``(3e-4)``.  Every ``eval_every`` epochs (0: never) the
     ``validation_data`` bound (``'elbo'`` with ``eval_samples``) is recorded.  ``callback(epoch, loss)`` runs
     after each epoch (after its checkpoint); an exception it raises stops the run there.
+
+    Any continuous-state SSM with a vector latent works (its ``params`` then need not hold networks): with
+    ``train_model=False`` the model's params stay fixed and only the guide is fitted — amortised variational
+    smoothing (e.g. on a :class:`~pssm.models.LinearGaussianSSM`, against RTS).  NumPyro's ``Trace_ELBO`` on the
+    NumPyro programs is used for a trainable deep Markov model; otherwise the same bound comes from
+    :func:`~pssm.inference.variational.bounds.sequence_bound`.
     """
     check_key(key)
     num_epochs = check_positive_int(num_epochs, "num_epochs")
@@ -219,11 +227,16 @@ def fit_vae(
         raise ValueError("bound='fivo' has no KL annealing; pass annealing_epochs=0.")
     if not 0.0 < float(min_annealing) <= 1.0:
         raise ValueError(f"min_annealing must lie in (0, 1]; got {min_annealing}.")
-    if guide.latent_dim != model.latent_dim or guide.emission_dim != model.emission_dim:
+    dims = _model_dims(model)
+    if (guide.latent_dim, guide.emission_dim) != dims:
         raise ValueError(
             f"guide has latent_dim={guide.latent_dim}, emission_dim={guide.emission_dim} but the model has "
-            f"{model.latent_dim}, {model.emission_dim}; build Encoder(latent_dim, emission_dim) to match."
+            f"{dims[0]}, {dims[1]}; build Encoder({dims[0]}, {dims[1]}) to match."
         )
+    if model.discrete_states:
+        raise TypeError(f"fit_vae needs a continuous-state model; {type(model).__name__} has discrete states.")
+    # NumPyro's Trace_ELBO on the NumPyro programs for a trainable deep Markov model; otherwise the pure bound
+    pure = not (train_model and _is_dmm(model))
     if eval_every and validation_data is None:
         raise ValueError("eval_every > 0 needs validation_data.")
     seqs = as_sequences(model, data, name="data")
@@ -245,6 +258,7 @@ def fit_vae(
         "num_samples": num_samples,
         "annealing_epochs": int(annealing_epochs),
         "num_sequences": int(n),
+        "train_model": bool(train_model),
     }
     if checkpoint is not None and Path(checkpoint).exists():
         (state, hist), meta = load_checkpoint(checkpoint, (state, hist))
@@ -254,7 +268,8 @@ def fit_vae(
                 "same settings to resume, or another checkpoint path."
             )
         start = int(meta["epoch"])
-    static = (model, guide, optimizer, bound, num_samples)
+    fixed = None if train_model else params
+    static = (model, guide, optimizer, bound, num_samples, pure, fixed is not None)
     steps = int(valid.sum())
     epochs = range(start, num_epochs)
     if progress:
@@ -299,6 +314,7 @@ def fit_vae(
         if callback is not None:
             callback(epoch, float(hist["losses"][epoch]))
     p, g = _trained(state, params, guide_params, optimizer)
+    p = p if train_model else params
     return VAEResult(
         p,
         g,
@@ -311,13 +327,13 @@ def fit_vae(
     )
 
 
-def _make_svi(model, params, guide, guide_params, optimizer, bound, num_samples) -> SVI:
+def _make_svi(model, params, guide, guide_params, optimizer, bound, num_samples, pure, fixed) -> SVI:
     # NumPyro's Trace_ELBO for the plain guide; with flow steps the guide's samples carry intermediates that
     # NumPyro 0.22's scan does not stack, so the same ELBO comes from the pure bound instead
     loss = (
         Trace_ELBO(num_particles=num_samples)
-        if bound == "elbo" and not getattr(guide, "num_flows", 0)
-        else ParticleBound(model, params, guide, guide_params, bound, num_samples)
+        if bound == "elbo" and not getattr(guide, "num_flows", 0) and not pure
+        else ParticleBound(model, params, guide, guide_params, bound, num_samples, fixed=params if fixed else None)
     )
     svi = SVI(make_vae_model(model, params), make_vae_guide(guide, guide_params), optimizer, loss)
     # what SVI.init would set: both param sites are unconstrained
@@ -334,9 +350,22 @@ def _initial_state(key, params, guide_params, optimizer) -> SVIState:
 @eqx.filter_jit
 def _svi_update(state, emissions, valid, observed, beta, params, guide_params, static):
     """One SVI step, compiled once per (static settings, shapes) across calls of :func:`fit_vae`."""
-    model, guide, optimizer, bound, num_samples = static
-    svi = _make_svi(model, params, guide, guide_params, optimizer, bound, num_samples)
+    model, guide, optimizer, bound, num_samples, pure, fixed = static
+    svi = _make_svi(model, params, guide, guide_params, optimizer, bound, num_samples, pure, fixed)
     return svi.update(state, emissions, valid, observed, beta)
+
+
+def _model_dims(model) -> tuple[int | None, int | None]:
+    """``(latent_dim, emission_dim)`` of a model with vector latents and observations."""
+    latent = getattr(model, "latent_dim", getattr(model, "state_dim", None))
+    shape = tuple(model.emission_shape)
+    return latent, (shape[0] if len(shape) == 1 else None)
+
+
+def _is_dmm(model) -> bool:
+    from pssm.models.deep.dmm import DeepMarkovModel
+
+    return isinstance(model, DeepMarkovModel)
 
 
 def _trained(state, params: PyTree, guide_params: PyTree, optimizer) -> tuple[PyTree, PyTree]:
