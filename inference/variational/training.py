@@ -137,6 +137,15 @@ def _valid(seqs: Sequences) -> np.ndarray:
     return np.arange(T)[None, :] < np.asarray(seqs.lengths)[:, None]
 
 
+def _host_arrays(model, data, name: str = "data") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(emissions, valid, observed)`` as host arrays ``(B, T, ...)``, ``(B, T)``, ``(B, T)`` from anything the
+    boundary accepts (counts and binary data as floats)."""
+    seqs = as_sequences(model, data, name=name)
+    emissions = np.asarray(seqs.emissions, dtype=np.float32 if seqs.emissions.dtype != np.float64 else None)
+    valid = _valid(seqs)
+    return emissions, valid, np.asarray(seqs.mask) & valid
+
+
 def _batches(order: np.ndarray, batch_size: int) -> list[np.ndarray]:
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
@@ -239,10 +248,7 @@ def fit_vae(
     pure = not (train_model and _is_dmm(model))
     if eval_every and validation_data is None:
         raise ValueError("eval_every > 0 needs validation_data.")
-    seqs = as_sequences(model, data, name="data")
-    emissions = np.asarray(seqs.emissions, dtype=np.float32 if seqs.emissions.dtype != np.float64 else None)
-    valid = _valid(seqs)
-    observed = np.asarray(seqs.mask) & valid
+    emissions, valid, observed = _host_arrays(model, data)
     val = as_sequences(model, validation_data, name="validation_data") if validation_data is not None else None
 
     optimizer = optimizer if optimizer is not None else clipped_adam()
@@ -401,10 +407,7 @@ def evaluate_bound(
     if bound not in BOUNDS:
         raise ValueError(f"bound must be one of {BOUNDS}; got {bound!r}.")
     num_samples = check_positive_int(num_samples, "num_samples")
-    seqs = data if isinstance(data, Sequences) else as_sequences(model, data, name="data")
-    emissions = np.asarray(seqs.emissions, dtype=np.float32 if seqs.emissions.dtype != np.float64 else None)
-    valid = _valid(seqs)
-    observed = np.asarray(seqs.mask) & valid
+    emissions, valid, observed = _host_arrays(model, data)
     n = emissions.shape[0]
     batch_size = min(check_positive_int(batch_size, "batch_size"), n)
     keys = jax.random.split(key, n)
