@@ -268,7 +268,8 @@ def main(argv: list[str] | None = None) -> dict:
             )
             break
         except RuntimeError as err:  # e.g. a softplus scale underflowing to 0 fails torch's argument validation
-            failed.append({"seed": seed, "error": str(err).strip().splitlines()[-1][:300]})
+            lines = [ln for ln in str(err).splitlines() if "Error" in ln] or str(err).splitlines()[-1:]
+            failed.append({"seed": seed, "error": lines[-1].strip()[:300]})
     else:
         raise RuntimeError(f"the Pyro DMM failed for every seed tried: {failed}")
     ep, pep = float(np.median(ours["epoch_seconds"])), float(pyro["median_epoch_seconds"])
