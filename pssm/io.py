@@ -40,8 +40,11 @@ def _qualname(obj: Any) -> str:
 
 def _resolve(name: str) -> type:
     module, _, qual = name.partition(":")
-    if not (module == "pssm" or module.startswith("pssm.")):
-        raise ValueError(f"file names class {name!r}; pssm.load rebuilds only classes of the pssm package.")
+    # pssm's own classes, and equinox's layers (plain data modules: the networks inside deep models' params)
+    if not (module == "pssm" or module.startswith(("pssm.", "equinox.nn."))):
+        raise ValueError(
+            f"file names class {name!r}; pssm.load rebuilds only classes of the pssm package and equinox.nn layers."
+        )
     obj: Any = importlib.import_module(module)
     for part in qual.split("."):
         obj = getattr(obj, part)

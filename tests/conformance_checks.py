@@ -167,6 +167,11 @@ def _plds(key):
     return m, m.random_params(key), 25
 
 
+def _dmm(key):
+    m = pm.DeepMarkovModel(2, 3, "poisson", emitter_hidden=4, transition_hidden=4)
+    return m, m.init_params(key), 20
+
+
 def _hmm_glm(key):
     """Switching population GLM (spike-history coupling: lagged features)."""
     S, N = 2, 3
@@ -236,6 +241,7 @@ CASES: tuple[Case, ...] = (
     Case("lorenz96", _lorenz, frozen="forcing"),
     Case("chaotic_rnn", _rnn, frozen="gain"),
     Case("poisson_lds", _plds, frozen="emission_bias"),
+    Case("deep_markov_model", _dmm, frozen="initial_latent"),
 )
 
 
