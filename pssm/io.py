@@ -13,6 +13,7 @@ import dataclasses
 import importlib
 import json
 import os
+import zipfile
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -166,7 +167,17 @@ def load(path: str | os.PathLike) -> Saved:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no pssm file at {path}")
-    with np.load(path, allow_pickle=False) as f:
+    not_pssm = f"{path} is not a pssm.save file (not an .npz archive written by pssm.save)"
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+        raise ValueError(
+            f"{not_pssm}; NumPy could not open it as an .npz archive ({type(err).__name__}). Pass a file written "
+            "by pssm.save."
+        ) from err
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise ValueError(f"{not_pssm}: it holds a single .npy array. Pass a file written by pssm.save.")
+    with archive as f:
         if _META not in f.files:
             raise ValueError(f"{path} is not a pssm.save file (no {_META!r} entry).")
         desc = json.loads(str(f[_META]))

@@ -5,6 +5,11 @@ static settings reuse the compiled program (milliseconds) instead of tracing aga
 the named array arguments given as NumPy arrays, lists or scalars into ``jax`` arrays, so plain NumPy input works
 and a list is an array, never a pytree of scalars.  Inside a user's ``jit``/``vmap``/``grad`` the inner ``jit`` is
 inlined as usual.  ``wrapper.jitted`` is the compiled callable (for ``_cache_size()`` checks).
+
+The boundary checks run in the wrapper, outside the ``jit``, on the values as given (so they never cause a
+retrace): every named array argument must be numeric (:func:`pssm.validation.check_array`; ``None`` is refused
+for a parameter without a default), every ``key_argnames`` argument must be one PRNG key
+(:func:`pssm.validation.check_key`), and ``check(arguments)`` (a dict name -> value) may add value checks.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from pssm.validation import check_array, check_key
+
 __all__ = ["trace_once"]
 
 
@@ -26,22 +33,47 @@ def _as_array(x: Any) -> Any:
     return jnp.asarray(x)
 
 
+def _check_array_arg(x: Any, name: str, required: bool) -> None:
+    """Numeric dtype (object/str refused, naming the argument); ``None`` only for an optional argument."""
+    if x is None:
+        if required:
+            raise TypeError(f"{name} is None; pass a numeric array (NumPy or jax).")
+        return
+    check_array(x, name, finite=False)  # the value passed on is unchanged (dtype and weak typing as given)
+
+
 def trace_once(
-    static_argnames: Sequence[str] = (), array_argnames: Sequence[str] = ()
+    static_argnames: Sequence[str] = (),
+    array_argnames: Sequence[str] = (),
+    *,
+    key_argnames: Sequence[str] = (),
+    check: Callable[[dict[str, Any]], None] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorator: ``jax.jit(fun, static_argnames=...)`` created once, with ``array_argnames`` coerced first."""
+    """Decorator: ``jax.jit(fun, static_argnames=...)`` created once, with ``array_argnames`` checked and coerced
+    and ``key_argnames`` checked first (outside the ``jit``); then ``check(arguments)`` if given."""
 
     def decorate(fun: Callable[..., Any]) -> Callable[..., Any]:
         jitted = jax.jit(fun, static_argnames=tuple(static_argnames))
         sig = inspect.signature(fun)
-        arrays = frozenset(array_argnames)
+        arrays = tuple(a for a in sig.parameters if a in frozenset(array_argnames))
+        keys = tuple(k for k in sig.parameters if k in frozenset(key_argnames))
+        required = frozenset(a for a in arrays if sig.parameters[a].default is inspect.Parameter.empty)
 
         @functools.wraps(fun)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            if arrays:
+            if arrays or keys or check is not None:
                 bound = sig.bind(*args, **kwargs)
-                for name in arrays & bound.arguments.keys():
-                    bound.arguments[name] = _as_array(bound.arguments[name])
+                for name in keys:
+                    if name in bound.arguments:
+                        check_key(bound.arguments[name], name)
+                for name in arrays:
+                    if name in bound.arguments:
+                        _check_array_arg(bound.arguments[name], name, name in required)
+                if check is not None:
+                    check(bound.arguments)
+                for name in arrays:
+                    if name in bound.arguments:
+                        bound.arguments[name] = _as_array(bound.arguments[name])
                 args, kwargs = bound.args, bound.kwargs
             return jitted(*args, **kwargs)
 

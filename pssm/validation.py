@@ -33,6 +33,7 @@ __all__ = [
     "check_key",
     "check_num_timesteps",
     "check_positive_int",
+    "check_real",
 ]
 
 _NUMERIC_KINDS = "biufc"
@@ -283,3 +284,44 @@ def check_positive_int(n: Any, name: str, *, minimum: int = 1) -> int:
 def check_num_timesteps(n: Any, name: str = "num_timesteps") -> int:
     """A sequence length: a concrete integer ``>= 1`` (length-1 sequences are valid)."""
     return check_positive_int(n, name, minimum=1)
+
+
+def check_real(
+    x: Any,
+    name: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_inclusive: bool = False,
+    high_inclusive: bool = False,
+    fix: str = "",
+):
+    """Finite real scalar (or array, checked elementwise) in the interval given by ``low``/``high`` (open by
+    default).  Tracers pass unchecked (their values are unknown).  Returns ``x`` unchanged."""
+    if is_tracer(x):
+        return x
+    if x is None or isinstance(x, bool | np.bool_ | str | bytes):
+        raise TypeError(f"{name} must be a real number; got {x!r} ({type(x).__name__}).{' ' + fix if fix else ''}")
+    try:
+        v = np.asarray(x, dtype=float)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"{name} must be a real number; got {x!r} ({type(x).__name__}).{' ' + fix if fix else ''}"
+        ) from None
+    if low is not None and high is not None:
+        want = f"in {'[' if low_inclusive else '('}{low}, {high}{']' if high_inclusive else ')'}"
+    elif low is not None:
+        want = f"{'>=' if low_inclusive else '>'} {low}"
+    elif high is not None:
+        want = f"{'<=' if high_inclusive else '<'} {high}"
+    else:
+        want = "(not NaN or ±inf)"
+    bad = ~np.isfinite(v)
+    if low is not None:
+        bad |= (v < low) if low_inclusive else (v <= low)
+    if high is not None:
+        bad |= (v > high) if high_inclusive else (v >= high)
+    if bad.any():
+        shown = v.item() if v.size == 1 else f"{int(bad.sum())} value(s) outside, e.g. {v[bad].flat[0]}"
+        raise ValueError(f"{name} must be a finite number {want}; got {shown}.{' ' + fix if fix else ''}")
+    return x

@@ -49,13 +49,17 @@ def _fit_slope(ns, errs):
 
 
 def test_ffbsi_and_paris_errors_shrink_like_root_n(x64, lg_data):
-    """Smoothed first and second moments vs RTS: RMSE ~ N^-1/2 (fitted log-log slope in [-0.8, -0.3])."""
+    """Smoothed first and second moments vs RTS: RMSE ~ N^-1/2 (log-log slope in [-0.8, -0.3]).
+
+    Two particle numbers 16x apart (each costs one compilation): a least-squares slope over three equally spaced
+    log N has exactly the variance of the end-point slope (sum of squared deviations 2 (log 4)^2 either way), so the
+    middle size added no power to the slope check."""
     model, params, ys = lg_data
     ks = kalman_smoother(params, ys)
     m, v = ks.smoothed_means[:, 0], ks.smoothed_covs[:, 0, 0]
     exact_sum = jnp.array([m.sum(), (v + m**2).sum()])
     fn = AdditiveFunctional.from_fn(lambda xp, x, t: _moments(x), _moments)
-    ns, R = (64, 256, 1024), 12
+    ns, R = (64, 1024), 12
     err_paris, err_ffbsi = [], []
     for N in ns:
 

@@ -204,7 +204,7 @@ def hmm_viterbi(
     return jnp.where(jnp.arange(T) < length, path, -1)
 
 
-@trace_once(array_argnames=_HMM_ARRAYS)
+@trace_once(array_argnames=_HMM_ARRAYS, key_argnames=("key",))
 def hmm_posterior_sample(
     key: PRNGKeyArray,
     log_initial: Float[Array, " S"],

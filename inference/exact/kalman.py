@@ -25,7 +25,7 @@ from jaxtyping import Array, Bool, Float, PRNGKeyArray
 from pssm.arviz import summary_group, to_arviz
 from pssm.display import short_repr
 from pssm.jit import trace_once
-from pssm.validation import split_missing
+from pssm.validation import is_tracer, split_missing
 
 if TYPE_CHECKING:
     import arviz as az
@@ -65,6 +65,23 @@ class KalmanSmootherResult(NamedTuple):
 _KALMAN_ARRAYS = ("emissions", "inputs", "mask")
 
 
+def _check_emissions(arguments: dict) -> None:
+    """Boundary check outside ``jit`` (concrete values only): ``emissions`` must be free of ±inf (NaN stays a
+    missing observation), as :func:`pssm.inference.smc.filter.validate_sequence` requires."""
+    emissions = arguments.get("emissions")
+    if emissions is None or is_tracer(emissions):
+        return
+    values = np.asarray(emissions)
+    if values.ndim >= 1 and values.shape[0] > 0 and np.issubdtype(values.dtype, np.floating):  # shape: checked later
+        inf_rows = np.isinf(values).reshape(values.shape[0], -1).any(-1)
+        if inf_rows.any():
+            t = int(np.argmax(inf_rows))
+            raise ValueError(
+                f"emissions holds ±inf (first at step {t}); an infinite observation has no likelihood. Use NaN to "
+                "mark a missing observation, or fix the data."
+            )
+
+
 def _sym(P):
     return 0.5 * (P + jnp.swapaxes(P, -1, -2))
 
@@ -101,7 +118,7 @@ def _emissions_and_mask(params, emissions, mask):
     return split_missing(emissions, 1, mask)
 
 
-@trace_once(static_argnames=("parallel",), array_argnames=_KALMAN_ARRAYS)
+@trace_once(static_argnames=("parallel",), array_argnames=_KALMAN_ARRAYS, check=_check_emissions)
 def kalman_filter(
     params: Any,
     emissions: Float[Array, "T Dy"],
@@ -115,7 +132,8 @@ def kalman_filter(
     Rows of ``emissions`` containing NaN are missing observations (skipped, like ``mask == False``).
     ``parallel=True``: the associative-scan filter (:mod:`pssm.inference.exact.parallel`, O(log T) depth).
     """
-    if parallel and jnp.shape(emissions)[0] > 1:  # (T = 1: nothing to parallelise; XLA has no empty potrf)
+    # T = 1: nothing to parallelise (XLA has no empty potrf); not 2-D: the sequential path raises the shape error
+    if parallel and jnp.ndim(emissions) == 2 and jnp.shape(emissions)[0] > 1:
         from pssm.inference.exact.parallel import kalman_filter_parallel
 
         return kalman_filter_parallel(params, emissions, inputs, mask)
@@ -153,7 +171,7 @@ def kalman_filter(
     return KalmanFilterResult(ll, mf, Pf, mp, Pp)
 
 
-@trace_once(static_argnames=("parallel",), array_argnames=_KALMAN_ARRAYS)
+@trace_once(static_argnames=("parallel",), array_argnames=_KALMAN_ARRAYS, check=_check_emissions)
 def kalman_log_likelihood(
     params: Any, emissions, inputs=None, mask=None, *, parallel: bool = False
 ) -> Float[Array, ""]:
@@ -161,7 +179,7 @@ def kalman_log_likelihood(
     return kalman_filter(params, emissions, inputs, mask, parallel=parallel).log_likelihood
 
 
-@trace_once(static_argnames=("parallel",), array_argnames=_KALMAN_ARRAYS)
+@trace_once(static_argnames=("parallel",), array_argnames=_KALMAN_ARRAYS, check=_check_emissions)
 def kalman_smoother(
     params: Any,
     emissions: Float[Array, "T Dy"],
@@ -172,7 +190,8 @@ def kalman_smoother(
 ) -> KalmanSmootherResult:
     """RTS smoother: smoothed means, covariances and lag-one cross-covariances (``parallel=True``: by
     associative scans, :func:`pssm.inference.exact.parallel.kalman_smoother_parallel`)."""
-    if parallel and jnp.shape(emissions)[0] > 1:  # (T = 1: nothing to parallelise; XLA has no empty potrf)
+    # T = 1: nothing to parallelise (XLA has no empty potrf); not 2-D: the sequential path raises the shape error
+    if parallel and jnp.ndim(emissions) == 2 and jnp.shape(emissions)[0] > 1:
         from pssm.inference.exact.parallel import kalman_smoother_parallel
 
         return kalman_smoother_parallel(params, emissions, inputs, mask)
@@ -196,7 +215,7 @@ def kalman_smoother(
     return KalmanSmootherResult(fr.log_likelihood, fr.filtered_means, fr.filtered_covs, ms, Ps, cross)
 
 
-@trace_once(array_argnames=_KALMAN_ARRAYS)
+@trace_once(array_argnames=_KALMAN_ARRAYS, key_argnames=("key",), check=_check_emissions)
 def kalman_posterior_sample(
     key: PRNGKeyArray,
     params: Any,

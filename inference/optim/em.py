@@ -192,6 +192,8 @@ def _fit_prepared(key, model, params, data, *, num_iters=100, tol=1e-6, min_iter
 
     check_key(key)
     num_iters = check_positive_int(num_iters, "num_iters")
+    min_iters = check_positive_int(min_iters, "min_iters", minimum=0)
+    tol = _check_tol(tol)
     trainable = trainable_mask(resolve_spec(model, frozen))
     ftype = jnp.result_type(float)
     params = jax.tree.map(
@@ -213,7 +215,7 @@ def _fit_prepared(key, model, params, data, *, num_iters=100, tol=1e-6, min_iter
         lls.append(ll)
         objs.append(obj)
         it.set_postfix(objective=f"{obj:.4g}")
-        if i >= min_iters and abs(objs[-1] - objs[-2]) <= tol * (abs(objs[-2]) + 1.0):
+        if i >= max(min_iters, 1) and abs(objs[-1] - objs[-2]) <= tol * (abs(objs[-2]) + 1.0):
             converged = True
             break
         state = new_state
@@ -231,6 +233,14 @@ def _fit_prepared(key, model, params, data, *, num_iters=100, tol=1e-6, min_iter
         model,
         data,
     )
+
+
+def _check_tol(tol: Any) -> float:
+    """EM's relative convergence tolerance: a finite real number >= 0 (0 runs all ``num_iters`` iterations)."""
+    from pssm.validation import check_real
+
+    check_real(tol, "tol", low=0.0, low_inclusive=True, fix="Use e.g. tol=1e-6 (or tol=0 to run all num_iters).")
+    return float(tol)
 
 
 def _explain_nonfinite(model, params, data, ll, obj, i):
@@ -261,6 +271,9 @@ def fit_em_restarts(
     from pssm.validation import check_positive_int
 
     _components(model)
+    from pssm.validation import check_key
+
+    check_key(key)
     num_restarts = check_positive_int(num_restarts, "num_restarts")
     prepared = as_model_data(model, data, inputs, lengths=lengths)
     results = []

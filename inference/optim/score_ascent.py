@@ -236,7 +236,12 @@ def score_ascent(
         try:
             params0 = params_fn(theta0)
         except Exception as err:  # noqa: BLE001 - report the user's mapping failing on theta0
-            raise ValueError(f"params_fn(theta0) failed: {err}") from err
+            raise ValueError(
+                f"params_fn(theta0) failed with {type(err).__name__}: {err}. params_fn must map theta0 (the "
+                "pytree of unconstrained values being optimised) to the model's params, e.g. "
+                "lambda th: model.make_params(sigma=jnp.exp(th['log_sigma'])); check that theta0 holds every "
+                "entry params_fn reads."
+            ) from err
         if estimator == "ppg":  # the first frozen path: a PaRIS pass at theta0, refreshed through its indices
             functional = score_functional(fk.model, params0)
             path = eqx.filter_jit(paris_sweep)(

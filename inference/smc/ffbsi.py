@@ -28,6 +28,7 @@ from pssm.inference.smc.backward import BackwardKernel, ExactBackward
 from pssm.inference.smc.filter import ParticleHistory, as_feynman_kac, particle_filter, validate_sequence
 from pssm.inference.smc.resampling import multinomial, normalize_log_weights
 from pssm.protocol import SSM, PyTree
+from pssm.validation import check_key
 
 __all__ = ["FFBSiResult", "MarginalSmootherResult", "ffbsi", "marginal_smoother", "particle_smoother"]
 
@@ -84,6 +85,7 @@ def ffbsi(
     inputs: PyTree = None,
 ) -> FFBSiResult:
     """Draw ``num_trajectories`` smoothed trajectories from a filter history (default kernel: exact)."""
+    check_key(key)
     model = as_feynman_kac(model).model
     _validate_history(history, inputs)
     if not isinstance(num_trajectories, int) or num_trajectories < 1:
@@ -200,6 +202,7 @@ def particle_smoother(
     ess_threshold: float = 0.5,
 ) -> FFBSiResult:
     """Run a bootstrap (or given :class:`FeynmanKac`) filter with history, then FFBSi."""
+    check_key(key)
     emissions, mask, inputs = validate_sequence(emissions, inputs, mask)  # particle_filter prepares the inputs
     kf, kb = jax.random.split(key)
     fr = particle_filter(

@@ -40,7 +40,7 @@ from pssm.inference.smc.resampling import (
     normalize_log_weights,
 )
 from pssm.protocol import SSM, PyTree, inputs_at, model_inputs
-from pssm.validation import is_tracer, split_missing
+from pssm.validation import check_array, check_key, is_tracer, split_missing
 
 __all__ = [
     "FeynmanKac",
@@ -363,6 +363,7 @@ def validate_sequence(emissions, inputs, mask, name: str = "emissions", *, model
     (:func:`pssm.protocol.model_inputs`: lagged features for AR and GLM emissions)."""
     if emissions is None:
         raise TypeError(f"{name} is None; pass an array with a leading time axis.")
+    check_array(emissions, name, finite=False)  # numeric dtype (object/str refused, naming the argument)
     emissions = jnp.asarray(emissions)
     if emissions.ndim < 1 or emissions.shape[0] < 1:
         raise ValueError(f"{name} must have a leading time axis of length >= 1; got shape {emissions.shape}.")
@@ -435,6 +436,7 @@ def particle_filter(
     ``mask[t] == False`` drops the emission term at ``t``, and so does a NaN in ``emissions[t]`` (a missing
     observation: no reweighting at that step); ±inf is refused.
     """
+    check_key(key)
     fk = as_feynman_kac(model)
     emissions, mask, inputs = validate_sequence(emissions, inputs, mask, model=fk)
     _validate_common(num_particles, ess_threshold, sharding)

@@ -44,6 +44,7 @@ from pssm.inference.smc.filter import (
 )
 from pssm.inference.smc.resampling import Resampler, get_resampler
 from pssm.protocol import SSM, PyTree, inputs_at
+from pssm.validation import check_key
 
 __all__ = [
     "AdditiveFunctional",
@@ -357,6 +358,7 @@ def paris(
     :func:`default_backward_kernel`.  ``return_estimates=True`` also returns :math:`E[S_t \\mid y_{0:t}]` for every
     ``t`` (``T`` times the size of the functional).
     """
+    check_key(key)
     fk = as_feynman_kac(model)
     emissions, mask, inputs = validate_sequence(emissions, inputs, mask, model=fk)
     _validate_common(num_particles, ess_threshold, sharding)
@@ -459,6 +461,7 @@ def paris_score(
 
     Keyword arguments are those of :func:`paris`.
     """
+    check_key(key)
     fk = as_feynman_kac(model)
     return paris(key, fk, params, emissions, num_particles, score_functional(fk.model, params), **kwargs)
 

@@ -4,9 +4,9 @@
 :mod:`~pssm.inference.variational.numpyro_vae` with one of three objectives: ``'elbo'`` (NumPyro's
 ``Trace_ELBO``), ``'iwae'`` or ``'fivo'`` (:class:`ParticleBound`, a NumPyro ELBO whose value is the bound of
 :mod:`~pssm.inference.variational.bounds`).  Each epoch visits the training sequences in a fresh order drawn from
-``fold_in(key, epoch)`` in minibatches of ``batch_size``, each padded to a multiple of ``pad_multiple`` steps (a
-few compiled shapes: lengths are bucketed to ``pad_multiple * 2**k``, a short last minibatch is filled with
-empty sequences).  The loss of a minibatch is the negative bound summed over its sequences (Pyro's DMM
+``fold_in(key, epoch)`` in minibatches of ``batch_size``, each padded to its longest sequence rounded up to a multiple of
+``pad_multiple`` steps (fewer than ``pad_multiple`` wasted steps; one compiled shape per multiple seen, so a larger
+``pad_multiple`` compiles less), and a short last minibatch is filled with empty sequences.  The loss of a minibatch is the negative bound summed over its sequences (Pyro's DMM
 convention); KL annealing :math:`\\beta` rises linearly per minibatch from ``min_annealing`` to 1 over
 ``annealing_epochs``.  The default optimiser mirrors Pyro's ``ClippedAdam``: element-wise gradient clipping,
 L2 weight decay, Adam, and a learning rate decaying by ``lr_decay`` each step.
@@ -60,7 +60,10 @@ BOUNDS = ("elbo", "iwae", "fivo")
 
 class VAEResult(NamedTuple):
     """Trained model and guide params, per-epoch histories (loss = negative annealed bound per time step;
-    ``validation`` = negative held-out bound per step, NaN where not evaluated) and the settings used."""
+    ``validation`` = negative held-out bound per step, NaN where not evaluated) and the settings used.  With early
+    stopping (``patience``) the histories end at the epoch the run stopped and the params are those of
+    ``best_epoch`` (0-based), the epoch of the lowest validation bound; otherwise ``best_epoch`` is ``None`` and the
+    params are the last epoch's."""
 
     params: PyTree
     guide_params: PyTree
@@ -70,6 +73,7 @@ class VAEResult(NamedTuple):
     epoch_seconds: Float[Array, " epochs"]
     bound: str
     num_samples: int
+    best_epoch: int | None = None
 
     __repr__ = short_repr
 
@@ -151,13 +155,9 @@ def _batches(order: np.ndarray, batch_size: int) -> list[np.ndarray]:
 
 
 def _bucket(t_max: int, t_all: int, pad_multiple: int) -> int:
-    """Padded length: the smallest ``pad_multiple * 2**k >= t_max``, at most ``t_all`` rounded up to
-    ``pad_multiple`` (a handful of compiled shapes, at most 2x padding)."""
-    cap = -(-t_all // pad_multiple) * pad_multiple
-    T = pad_multiple
-    while T < t_max:
-        T *= 2
-    return min(T, cap)
+    """Padded length: ``t_max`` rounded up to a multiple of ``pad_multiple`` (fewer than ``pad_multiple`` padded
+    steps; at most ``t_all / pad_multiple`` compiled shapes)."""
+    return min(-(-t_max // pad_multiple), -(-t_all // pad_multiple)) * pad_multiple
 
 
 def _padded(emissions, valid, observed, idx, pad_multiple, batch_size):
@@ -203,6 +203,9 @@ def fit_vae(
     validation_data: Any = None,
     eval_every: int = 0,
     eval_samples: int = 1,
+    eval_bound: Literal["elbo", "iwae", "fivo"] = "elbo",
+    patience: int = 0,
+    min_delta: float = 0.0,
     pad_multiple: int = 16,
     checkpoint: str | Path | None = None,
     checkpoint_every: int = 1,
@@ -215,8 +218,12 @@ def fit_vae(
     :class:`~pssm.data.Sequences`) by SVI on the chosen ``bound`` with ``num_samples`` samples/particles.
 
     ``optimizer`` defaults to :func:`clipped_adam` ``(3e-4)``.  Every ``eval_every`` epochs (0: never) the
-    ``validation_data`` bound (``'elbo'`` with ``eval_samples``) is recorded.  ``callback(epoch, loss)`` runs
-    after each epoch (after its checkpoint); an exception it raises stops the run there.
+    negative ``validation_data`` bound per step (``eval_bound`` with ``eval_samples``) is recorded, with the same
+    key at every evaluation (common random numbers).  Early stopping:
+    with ``patience > 0`` the run stops once ``patience`` epochs have passed without the validation bound improving
+    on its best by more than ``min_delta`` (nats per step), and returns the params of the best epoch.
+    ``callback(epoch, loss)`` runs after each epoch (after its checkpoint); an exception it raises stops the run
+    there.
 
     Any continuous-state SSM with a vector latent works (its ``params`` then need not hold networks): with
     ``train_model=False`` the model's params stay fixed and only the guide is fitted — amortised variational
@@ -248,6 +255,15 @@ def fit_vae(
     pure = not (train_model and _is_dmm(model))
     if eval_every and validation_data is None:
         raise ValueError("eval_every > 0 needs validation_data.")
+    if eval_bound not in BOUNDS:
+        raise ValueError(f"eval_bound must be one of {BOUNDS}; got {eval_bound!r}.")
+    if int(patience) < 0 or (patience and not eval_every):
+        raise ValueError(
+            f"patience={patience}: early stopping needs patience >= 0, and patience > 0 needs eval_every > 0 with "
+            "validation_data (the bound it watches)."
+        )
+    if not float(min_delta) >= 0.0:
+        raise ValueError(f"min_delta must be >= 0 (nats per step); got {min_delta}.")
     emissions, valid, observed = _host_arrays(model, data)
     val = as_sequences(model, validation_data, name="validation_data") if validation_data is not None else None
 
@@ -265,19 +281,27 @@ def fit_vae(
         "annealing_epochs": int(annealing_epochs),
         "num_sequences": int(n),
         "train_model": bool(train_model),
+        "patience": int(patience),
+        "min_delta": float(min_delta),
+        "eval_every": int(eval_every),
+        "eval_bound": eval_bound,
     }
+    # early stopping: the flat params of the best validated epoch, its value and epoch (checkpointed with the rest)
+    best = {"flat": _flat_params(state, optimizer), "value": np.full(1, np.inf), "epoch": np.full(1, -1)}
+    stopped = False
     if checkpoint is not None and Path(checkpoint).exists():
-        (state, hist), meta = load_checkpoint(checkpoint, (state, hist))
+        (state, hist, best), meta = load_checkpoint(checkpoint, (state, hist, best))
         if meta.get("config") != config:
             raise ValueError(
                 f"checkpoint {checkpoint} was written with {meta.get('config')}; this call has {config}. Use the "
                 "same settings to resume, or another checkpoint path."
             )
-        start = int(meta["epoch"])
+        start, stopped = int(meta["epoch"]), bool(meta.get("stopped", False))
     fixed = None if train_model else params
     static = (model, guide, optimizer, bound, num_samples, pure, fixed is not None)
     steps = int(valid.sum())
-    epochs = range(start, num_epochs)
+    epochs = range(start, start if stopped else num_epochs)
+    last = start
     if progress:
         from tqdm.auto import tqdm
 
@@ -304,32 +328,43 @@ def fit_vae(
         if eval_every and (epoch + 1) % eval_every == 0:
             p, g = _trained(state, params, guide_params, optimizer)
             hist["validation"][epoch] = evaluate_bound(
-                jax.random.fold_in(k_eval, epoch),
+                k_eval,  # the same key every epoch: changes of the bound are the params', not Monte Carlo noise
                 model,
                 p,
                 val,
                 guide=guide,
                 guide_params=g,
-                bound="elbo",
+                bound=eval_bound,
                 num_samples=eval_samples,
             )
+            if hist["validation"][epoch] < best["value"][0] - float(min_delta):
+                best = {"flat": _flat_params(state, optimizer), "value": hist["validation"][epoch : epoch + 1].copy()}
+                best["epoch"] = np.full(1, epoch)
+            stopped = bool(patience) and epoch - int(best["epoch"][0]) >= int(patience)
+        last = epoch + 1
         if progress:
-            epochs.set_postfix(loss=f"{hist['losses'][epoch]:.3f}")
-        if checkpoint is not None and ((epoch + 1) % checkpoint_every == 0 or epoch + 1 == num_epochs):
-            save_checkpoint(checkpoint, (state, hist), epoch=epoch + 1, config=config)
+            epochs.set_postfix(loss=f"{hist['losses'][epoch]:.3f}", valid=f"{hist['validation'][epoch]:.3f}")
+        if checkpoint is not None and ((epoch + 1) % checkpoint_every == 0 or epoch + 1 == num_epochs or stopped):
+            save_checkpoint(checkpoint, (state, hist, best), epoch=epoch + 1, config=config, stopped=stopped)
         if callback is not None:
             callback(epoch, float(hist["losses"][epoch]))
-    p, g = _trained(state, params, guide_params, optimizer)
+        if stopped:
+            break
+    if patience:
+        flat = best["flat"] if int(best["epoch"][0]) >= 0 else _flat_params(state, optimizer)
+        p, g = FlatModule(params).unflatten(flat[MODEL_SITE]), FlatModule(guide_params).unflatten(flat[GUIDE_SITE])
+        end, best_epoch = (last if stopped else num_epochs), int(best["epoch"][0])
+    else:
+        p, g = _trained(state, params, guide_params, optimizer)
+        end, best_epoch = num_epochs, None
     p = p if train_model else params
     return VAEResult(
         p,
         g,
-        jnp.asarray(hist["losses"]),
-        jnp.asarray(hist["validation"]),
-        jnp.asarray(hist["annealing"]),
-        jnp.asarray(hist["seconds"]),
+        *(jnp.asarray(hist[k][:end]) for k in ("losses", "validation", "annealing", "seconds")),
         bound,
         num_samples,
+        best_epoch,
     )
 
 
@@ -372,6 +407,11 @@ def _is_dmm(model) -> bool:
     from pssm.models.deep.dmm import DeepMarkovModel
 
     return isinstance(model, DeepMarkovModel)
+
+
+def _flat_params(state, optimizer) -> dict:
+    """The SVI state's ravelled param sites ``{MODEL_SITE: ..., GUIDE_SITE: ...}``."""
+    return dict(optax_to_numpyro(optimizer).get_params(state.optim_state))
 
 
 def _trained(state, params: PyTree, guide_params: PyTree, optimizer) -> tuple[PyTree, PyTree]:

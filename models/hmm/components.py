@@ -27,6 +27,7 @@ from numpyro.distributions import constraints
 from pssm.display import short_repr
 from pssm.distributions import Dirichlet
 from pssm.params import ParamSpec, spec_log_prior
+from pssm.validation import check_positive_int, check_real
 
 PyTree = Any
 
@@ -60,7 +61,16 @@ def _tiny_log(p):
 
 def sticky_matrix(num_states: int, self_transition: float = 0.9, dtype: Any = None) -> Float[Array, "S S"]:
     """``self_transition`` on the diagonal, the rest spread evenly (the identity ``(1, 1)`` for one state)."""
-    S = int(num_states)
+    S = check_positive_int(num_states, "num_states")
+    check_real(
+        self_transition,
+        "self_transition",
+        low=0.0,
+        high=1.0,
+        low_inclusive=True,
+        high_inclusive=True,
+        fix="It is a probability (the diagonal of the transition matrix), e.g. 0.9.",
+    )
     dtype = dtype or jnp.result_type(float)
     if S == 1:
         return jnp.ones((1, 1), dtype)

@@ -35,6 +35,7 @@ from pssm.distributions import Dirichlet
 from pssm.models.hmm.components import Component
 from pssm.models.hmm.init import initial_responsibilities
 from pssm.params import ParamSpec
+from pssm.validation import check_positive_int, check_real
 
 PyTree = Any
 
@@ -134,6 +135,11 @@ class PoissonEmissions(EmissionComponent):
     rate_prior_shape: float = 1.0
     rate_prior_rate: float = 1e-3
 
+    def __check_init__(self):
+        check_positive_int(self.emission_dim, "emission_dim")
+        check_real(self.rate_prior_shape, "rate_prior_shape", low=0.0, fix="The Gamma prior's shape a must be > 0.")
+        check_real(self.rate_prior_rate, "rate_prior_rate", low=0.0, fix="The Gamma prior's rate b must be > 0.")
+
     @property
     def emission_shape(self):
         return (self.emission_dim,)
@@ -200,6 +206,7 @@ class GaussianEmissions(EmissionComponent):
     covariance_dof: float | None = None
 
     def __check_init__(self):
+        check_positive_int(self.emission_dim, "emission_dim")
         if self.covariance not in ("full", "diagonal", "tied"):
             raise ValueError(f"covariance must be 'full', 'diagonal' or 'tied'; got {self.covariance!r}.")
         if not float(self.covariance_reg) > 0:
@@ -287,6 +294,11 @@ class CategoricalEmissions(EmissionComponent):
     emission_dim: int
     num_classes: int
     concentration: float = 1.1
+
+    def __check_init__(self):
+        check_positive_int(self.emission_dim, "emission_dim")
+        check_positive_int(self.num_classes, "num_classes", minimum=2)
+        check_real(self.concentration, "concentration", low=0.0, fix="A Dirichlet concentration must be > 0.")
 
     @property
     def emission_shape(self):

@@ -39,6 +39,7 @@ from pssm.models.hmm.emissions import (
 )
 from pssm.params import check_params_against_spec, check_params_in_support, is_spec
 from pssm.protocol import DiscreteSSM
+from pssm.validation import check_key, check_positive_int
 
 PyTree = Any
 
@@ -77,8 +78,12 @@ class HMM(DiscreteSSM):
     transition_component: TransitionComponent = StickyTransitions()
 
     def __check_init__(self):
-        if int(self.num_states) < 1:
-            raise ValueError(f"num_states must be >= 1; got {self.num_states}.")
+        check_positive_int(self.num_states, "num_states")
+        if not isinstance(self.emission_component, EmissionComponent):
+            raise TypeError(
+                f"emission_component must be an EmissionComponent (e.g. PoissonEmissions(emission_dim)); got "
+                f"{type(self.emission_component).__name__}. Use HMM(num_states, PoissonEmissions(D))."
+            )
 
     # ------------------------------------------------------------------ declared shapes
     @property
@@ -138,6 +143,7 @@ class HMM(DiscreteSSM):
     def initialize(self, key: PRNGKeyArray, data: Any, *, inputs: Any = None) -> HMMParams:
         """Starting params: the components' own initialisations (k-means on the observed rows for the closed-form
         emissions).  ``data``: anything :func:`pssm.boundary.as_model_data` accepts (prepared once)."""
+        check_key(key)
         data = as_model_data(self, data, inputs)
         k0, k1, k2 = jax.random.split(key, 3)
         dtype = _float_dtype(data)

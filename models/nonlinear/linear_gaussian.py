@@ -22,7 +22,7 @@ from numpyro.distributions import constraints
 from pssm.display import short_repr
 from pssm.distributions import GaussianTril
 from pssm.protocol import SSM
-from pssm.validation import as_float
+from pssm.validation import as_float, check_positive_int
 
 __all__ = ["LGSSMParams", "LinearGaussianSSM"]
 
@@ -52,6 +52,11 @@ class LinearGaussianSSM(SSM):
     state_dim: int
     emission_dim: int
     input_dim: int = 0
+
+    def __check_init__(self):
+        check_positive_int(self.state_dim, "state_dim")
+        check_positive_int(self.emission_dim, "emission_dim")
+        check_positive_int(self.input_dim, "input_dim", minimum=0)
 
     def make_params(
         self,

@@ -32,7 +32,7 @@ from numpyro.distributions import constraints
 from pssm.display import short_repr
 from pssm.distributions import GaussianTril
 from pssm.protocol import SSM
-from pssm.validation import as_float
+from pssm.validation import as_float, check_key, check_real
 
 __all__ = [
     "GaussianTril",
@@ -68,6 +68,9 @@ class StochasticVolatility(SSM):
     """Scalar stochastic volatility; :math:`x_0` from the stationary law :math:`N(\\mu, \\sigma^2/(1-\\phi^2))`."""
 
     def make_params(self, mu=-1.0, phi=0.95, sigma=0.3) -> SVParams:
+        check_real(mu, "mu")
+        check_real(phi, "phi", low=-1.0, high=1.0, fix="|phi| < 1 keeps the log-volatility stationary.")
+        check_real(sigma, "sigma", low=0.0, fix="sigma is the log-volatility noise scale (a standard deviation).")
         f = as_float
         return SVParams(f(mu), f(phi), f(sigma))
 
@@ -107,6 +110,8 @@ class KitagawaGrowth(SSM):
     """Univariate nonstationary growth model (bimodal filtering distributions from :math:`y \\propto x^2`)."""
 
     def make_params(self, sigma_x=10.0**0.5, sigma_y=1.0, initial_sd=5.0**0.5) -> KitagawaParams:
+        for name, value in (("sigma_x", sigma_x), ("sigma_y", sigma_y), ("initial_sd", initial_sd)):
+            check_real(value, name, low=0.0, fix="It is a standard deviation.")
         f = as_float
         return KitagawaParams(f(sigma_x), f(sigma_y), f(initial_sd))
 
@@ -305,6 +310,7 @@ class PoissonLDS(SSM):
         self, key: PRNGKeyArray, *, rotation_speed=0.1, decay=0.95, base_rate=0.5, loading_scale=0.5
     ) -> PoissonLDSParams:
         """Slowly rotating, damped latents; log-rates :math:`\\log(\\text{base\\_rate}) + C x`."""
+        check_key(key)
         D = self.state_dim
         k1, k2 = jax.random.split(key)
         Qr, _ = jnp.linalg.qr(jax.random.normal(k1, (D, D)))

@@ -1,0 +1,240 @@
+"""Boundary checks of the public entry points (bad_inputs.py groups G1-G3, G8, G9, G16, G17).
+
+Every check fires outside ``jit`` on the concrete inputs, before anything is compiled, so this file is fast.
+Each case asserts the exception type and that the message names the offending argument.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import pssm
+import pssm.models as pm
+from pssm.inference import (
+    fit_em,
+    fit_em_restarts,
+    hmm_filter,
+    hmm_log_likelihood,
+    hmm_posterior_sample,
+    hmm_smoother,
+    hmm_viterbi,
+    kalman_filter,
+    kalman_log_likelihood,
+    kalman_posterior_sample,
+    kalman_smoother,
+    score_ascent,
+)
+from pssm.inference.smc import ffbsi, paris, paris_score, particle_filter, particle_smoother
+
+T = 8
+
+
+@pytest.fixture(scope="module")
+def lg():
+    model = pm.LinearGaussianSSM(2, 1)
+    params = model.make_params(dynamics_weights=0.9 * jnp.eye(2), dynamics_cov=0.1 * jnp.eye(2),
+                               emission_weights=jnp.ones((1, 2)), emission_cov=jnp.eye(1))  # fmt: skip
+    y = np.random.default_rng(0).normal(size=(T, 1))
+    return model, params, y
+
+
+@pytest.fixture(scope="module")
+def hmm():
+    model = pm.HMM(2, pm.PoissonEmissions(1))
+    params = pm.HMMParams(
+        pm.InitialParams(jnp.ones(2) / 2),
+        pm.TransitionParams(pm.sticky_matrix(2, 0.9)),
+        pm.PoissonParams(jnp.ones((2, 1))),
+    )
+    y = np.ones((T, 1))
+    return model, params, y
+
+
+HMM_POTENTIALS = (np.log(np.full(2, 0.5)), np.log(np.full((2, 2), 0.5)), np.zeros((T, 2)))
+
+BAD_KEYS = {
+    "None": None,
+    "int": 0,
+    "batch": jax.random.split(jax.random.PRNGKey(0), 2),
+    "float": jnp.zeros(2),
+    "uint32(3,)": jnp.zeros(3, jnp.uint32),
+}
+
+KEY_ENTRIES = {
+    "kalman_posterior_sample": lambda key, lg, hmm: kalman_posterior_sample(key, lg[1], lg[2]),
+    "hmm_posterior_sample": lambda key, lg, hmm: hmm_posterior_sample(key, *HMM_POTENTIALS),
+    "particle_filter": lambda key, lg, hmm: particle_filter(key, lg[0], lg[1], lg[2], 4),
+    "paris": lambda key, lg, hmm: paris(key, lg[0], lg[1], lg[2], 4, lambda xp, x, t: x),
+    "paris_score": lambda key, lg, hmm: paris_score(key, lg[0], lg[1], lg[2], 4),
+    "ffbsi": lambda key, lg, hmm: ffbsi(key, lg[0], lg[1], None, 2),
+    "particle_smoother": lambda key, lg, hmm: particle_smoother(key, lg[0], lg[1], lg[2], 4, 2),
+    "simulate": lambda key, lg, hmm: pssm.simulate(key, lg[0], lg[1], T),
+    "fit_em_restarts": lambda key, lg, hmm: fit_em_restarts(key, hmm[0], hmm[2], num_restarts=2),
+    "HMM.initialize": lambda key, lg, hmm: hmm[0].initialize(key, hmm[2]),
+    "PoissonLDS.random_params": lambda key, lg, hmm: pm.PoissonLDS(2, 3).random_params(key),
+}
+
+
+# every key form on three entry points (Kalman, forward-backward and SMC code paths); None on all of them
+KEY_CASES = [(e, b) for e in KEY_ENTRIES for b in BAD_KEYS if b == "None" or e in list(KEY_ENTRIES)[:3]]
+
+
+@pytest.mark.parametrize(("entry", "bad"), KEY_CASES, ids=[f"{e}-{b}" for e, b in KEY_CASES])
+def test_bad_key_is_refused(entry, bad, lg, hmm):
+    with pytest.raises((TypeError, ValueError), match="key"):
+        KEY_ENTRIES[entry](BAD_KEYS[bad], lg, hmm)
+
+
+KALMAN = {
+    "kalman_filter": kalman_filter,
+    "kalman_smoother": kalman_smoother,
+    "kalman_log_likelihood": kalman_log_likelihood,
+}
+BAD_EMISSIONS = {
+    "None": lambda y: None,
+    "object": lambda y: y.astype(object),
+    "str": lambda y: y.astype(str),
+    "scalar": lambda y: np.float64(1.0),
+}
+
+
+@pytest.mark.parametrize("parallel", [False, True], ids=["seq", "parallel"])
+@pytest.mark.parametrize("bad", list(BAD_EMISSIONS), ids=list(BAD_EMISSIONS))
+@pytest.mark.parametrize("fn", list(KALMAN), ids=list(KALMAN))
+def test_kalman_bad_emissions(fn, bad, parallel, lg):
+    _, p, y = lg
+    with pytest.raises((TypeError, ValueError), match="emissions"):
+        KALMAN[fn](p, BAD_EMISSIONS[bad](y), parallel=parallel)
+
+
+@pytest.mark.parametrize("value", [np.inf, -np.inf], ids=["+inf", "-inf"])
+@pytest.mark.parametrize("parallel", [False, True], ids=["seq", "parallel"])
+@pytest.mark.parametrize("fn", list(KALMAN), ids=list(KALMAN))
+def test_kalman_inf_emissions(fn, parallel, value, lg):
+    _, p, y = lg
+    y = y.copy()
+    y[3, 0] = value
+    with pytest.raises(ValueError, match=r"emissions holds ±inf \(first at step 3\)"):
+        KALMAN[fn](p, y, parallel=parallel)
+
+
+def test_kalman_posterior_sample_inf_emissions(lg):
+    _, p, y = lg
+    y = y.copy()
+    y[5, 0] = np.inf
+    with pytest.raises(ValueError, match="emissions holds ±inf"):
+        kalman_posterior_sample(jax.random.PRNGKey(0), p, y)
+
+
+HMM_FNS = {
+    "hmm_filter": hmm_filter,
+    "hmm_smoother": hmm_smoother,
+    "hmm_viterbi": hmm_viterbi,
+    "hmm_log_likelihood": hmm_log_likelihood,
+}
+
+
+@pytest.mark.parametrize("fn", list(HMM_FNS), ids=list(HMM_FNS))
+def test_hmm_object_log_likelihoods(fn):
+    li, lt, ll = HMM_POTENTIALS
+    with pytest.raises(TypeError, match="log_likelihoods"):
+        HMM_FNS[fn](li, lt, ll.astype(object))
+    with pytest.raises(TypeError, match="log_likelihoods"):
+        HMM_FNS[fn](li, lt, None)
+
+
+@pytest.mark.parametrize("dtype", [object, str], ids=["object", "str"])
+def test_particle_filter_bad_dtype(dtype, lg):
+    model, p, y = lg
+    with pytest.raises(TypeError, match="emissions"):
+        particle_filter(jax.random.PRNGKey(0), model, p, y.astype(dtype), 4)
+
+
+EM_OPTIONS = {
+    "tol=-1": ({"tol": -1.0}, ValueError, "tol"),
+    "tol=nan": ({"tol": float("nan")}, ValueError, "tol"),
+    "tol=str": ({"tol": "small"}, TypeError, "tol"),
+    "min_iters=-2": ({"min_iters": -2}, ValueError, "min_iters"),
+    "min_iters=1.5": ({"min_iters": 1.5}, TypeError, "min_iters"),
+}
+
+
+@pytest.mark.parametrize("case", list(EM_OPTIONS), ids=list(EM_OPTIONS))
+def test_em_options(case, hmm):
+    model, params, y = hmm
+    options, exc, name = EM_OPTIONS[case]
+    with pytest.raises(exc, match=name):
+        fit_em(jax.random.PRNGKey(0), model, params, y, num_iters=2, **options)
+
+
+CONSTRUCTORS = {
+    "HMM(2.5)": (lambda: pm.HMM(2.5, pm.PoissonEmissions(1)), TypeError, "num_states"),
+    "HMM('2')": (lambda: pm.HMM("2", pm.PoissonEmissions(1)), TypeError, "num_states"),
+    "HMM(0)": (lambda: pm.HMM(0, pm.PoissonEmissions(1)), ValueError, "num_states"),
+    "HMM(2, None)": (lambda: pm.HMM(2, None), TypeError, "emission_component"),
+    "PoissonEmissions(0)": (lambda: pm.PoissonEmissions(0), ValueError, "emission_dim"),
+    "PoissonEmissions(-1)": (lambda: pm.PoissonEmissions(-1), ValueError, "emission_dim"),
+    "PoissonEmissions(shape=-1)": (lambda: pm.PoissonEmissions(1, rate_prior_shape=-1), ValueError, "rate_prior_shape"),
+    "PoissonEmissions(rate=0)": (lambda: pm.PoissonEmissions(1, rate_prior_rate=0.0), ValueError, "rate_prior_rate"),
+    "GaussianEmissions(0)": (lambda: pm.GaussianEmissions(0), ValueError, "emission_dim"),
+    "Categorical(num_classes=0)": (lambda: pm.CategoricalEmissions(2, num_classes=0), ValueError, "num_classes"),
+    "Categorical(num_classes=1)": (lambda: pm.CategoricalEmissions(2, num_classes=1), ValueError, "num_classes"),
+    "Categorical(conc=-1)": (lambda: pm.CategoricalEmissions(2, 3, concentration=-1), ValueError, "concentration"),
+    "sticky_matrix(3, 1.5)": (lambda: pm.sticky_matrix(3, 1.5), ValueError, "self_transition"),
+    "sticky_matrix(3, -0.1)": (lambda: pm.sticky_matrix(3, -0.1), ValueError, "self_transition"),
+    "sticky_matrix(0)": (lambda: pm.sticky_matrix(0), ValueError, "num_states"),
+    "LinearGaussianSSM(0, 1)": (lambda: pm.LinearGaussianSSM(0, 1), ValueError, "state_dim"),
+    "LinearGaussianSSM(2, -1)": (lambda: pm.LinearGaussianSSM(2, -1), ValueError, "emission_dim"),
+    "LinearGaussianSSM(2.5, 1)": (lambda: pm.LinearGaussianSSM(2.5, 1), TypeError, "state_dim"),
+    "LinearGaussianSSM(input_dim=-1)": (lambda: pm.LinearGaussianSSM(2, 1, -1), ValueError, "input_dim"),
+    "SV sigma=-1": (lambda: pm.StochasticVolatility().make_params(sigma=-1.0), ValueError, "sigma"),
+    "SV phi=1.5": (lambda: pm.StochasticVolatility().make_params(phi=1.5), ValueError, "phi"),
+    "SV mu=nan": (lambda: pm.StochasticVolatility().make_params(mu=float("nan")), ValueError, "mu"),
+    "Kitagawa sigma_x=-1": (lambda: pm.KitagawaGrowth().make_params(sigma_x=-1.0), ValueError, "sigma_x"),
+}
+
+
+@pytest.mark.parametrize("case", list(CONSTRUCTORS), ids=list(CONSTRUCTORS))
+def test_constructor_checks(case):
+    make, exc, name = CONSTRUCTORS[case]
+    with pytest.raises(exc, match=name):
+        make()
+
+
+def test_valid_constructors_still_work():
+    assert pm.sticky_matrix(1).shape == (1, 1)
+    np.testing.assert_allclose(pm.sticky_matrix(3, 1.0), np.eye(3))
+    assert pm.CategoricalEmissions(1, num_classes=2).num_classes == 2
+    assert pm.LinearGaussianSSM(1, 1, 0).input_dim == 0
+    assert pm.HMM(np.int64(3), pm.GaussianEmissions(2)).num_states == 3
+    p = jax.jit(lambda s: pm.StochasticVolatility().make_params(sigma=s))(0.3)  # traced values pass unchecked
+    assert float(p.sigma) == pytest.approx(0.3)
+
+
+@pytest.mark.parametrize("content", ["text", "npy"])
+def test_load_non_npz(tmp_path, content):
+    path = tmp_path / "model.npz"
+    if content == "text":
+        path.write_text("hello")
+    else:
+        with open(path, "wb") as f:
+            np.save(f, np.zeros(3))
+    with pytest.raises(ValueError, match=r"model\.npz is not a pssm\.save file"):
+        pssm.load(path)
+
+
+def test_score_ascent_params_fn_message(lg):
+    model, p, y = lg
+    with pytest.raises(ValueError, match=r"params_fn\(theta0\) failed with KeyError.*params_fn must map theta0"):
+        score_ascent(
+            jax.random.PRNGKey(0),
+            model,
+            {"a": jnp.zeros(())},
+            y,
+            params_fn=lambda th: th["rho"],
+            optimizer=optax.sgd(1e-2),
+            num_iters=1,
+            num_particles=4,
+        )
