@@ -48,7 +48,8 @@ class Config:
 
     Training runs until the validation bound has settled: early stopping once ``patience`` epochs pass without
     the validation bound (same Monte Carlo key at every epoch) improving by more than ``min_delta`` nats per step
-    (``epochs`` is only a cap); the params of the best validated epoch are returned.  The FIVO-trained model starts from the
+    (``epochs`` is only a cap); the params of the best validated epoch are returned.  The FIVO-trained model starts
+    from the
     ELBO-trained one (``fivo_init='elbo'``; ``'scratch'`` trains it from the same initialisation) and is stopped on
     its validation FIVO bound with ``fivo_particles`` particles."""
 

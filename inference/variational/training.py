@@ -4,9 +4,11 @@
 :mod:`~pssm.inference.variational.numpyro_vae` with one of three objectives: ``'elbo'`` (NumPyro's
 ``Trace_ELBO``), ``'iwae'`` or ``'fivo'`` (:class:`ParticleBound`, a NumPyro ELBO whose value is the bound of
 :mod:`~pssm.inference.variational.bounds`).  Each epoch visits the training sequences in a fresh order drawn from
-``fold_in(key, epoch)`` in minibatches of ``batch_size``, each padded to its longest sequence rounded up to a multiple of
+``fold_in(key, epoch)`` in minibatches of ``batch_size``, each padded to its longest sequence rounded up to a multiple
+of
 ``pad_multiple`` steps (fewer than ``pad_multiple`` wasted steps; one compiled shape per multiple seen, so a larger
-``pad_multiple`` compiles less), and a short last minibatch is filled with empty sequences.  The loss of a minibatch is the negative bound summed over its sequences (Pyro's DMM
+``pad_multiple`` compiles less), and a short last minibatch is filled with empty sequences.  The loss of a minibatch is
+the negative bound summed over its sequences (Pyro's DMM
 convention); KL annealing :math:`\\beta` rises linearly per minibatch from ``min_annealing`` to 1 over
 ``annealing_epochs``.  The default optimiser mirrors Pyro's ``ClippedAdam``: element-wise gradient clipping,
 L2 weight decay, Adam, and a learning rate decaying by ``lr_decay`` each step.
