@@ -25,7 +25,7 @@ demo: $(STAMP)
 	$(VENV)/bin/pssm demo --out case_studies/output/brain_states
 
 test: $(STAMP)
-	$(PY) -m pytest -n 2 --durations=15 tests
+	$(PY) -m pytest -n 2 --dist loadgroup --durations=15 tests
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -21,6 +21,7 @@ from numpyro.contrib.control_flow import scan as npy_scan
 
 from pssm.params import freeze, is_spec, path_name
 from pssm.protocol import SSM, PyTree, inputs_at
+from pssm.validation import split_missing
 
 __all__ = ["make_numpyro_model", "sample_params", "site_names", "spec_sample_params"]
 
@@ -147,8 +148,16 @@ def _discrete_factor(model, p, emissions, inputs, mask, lengths):
 
 
 def _continuous_scan(model, p, emissions, inputs, mask):
+    emissions = jnp.asarray(emissions)
+    want = tuple(model.emission_shape)
+    if emissions.ndim < 1 or tuple(emissions.shape[1:]) != want:
+        raise ValueError(
+            f"emissions has shape {tuple(emissions.shape)}; {type(model).__name__} (emission_shape {want}) takes one "
+            f"sequence (T, *{want})."
+        )
+    # NaN marks a missing observation: its emission term is masked out (the latent path still runs through it)
+    emissions, mask = split_missing(emissions, 1, mask)
     T = emissions.shape[0]
-    mask = jnp.ones(T, bool) if mask is None else jnp.asarray(mask, bool)
     u0 = inputs_at(inputs, 0)
     x0 = numpyro.sample("x_0", model.initial(p, u0))
     with numpyro.handlers.mask(mask=mask[0]):

@@ -67,6 +67,11 @@ def as_sequences(
             raise _shape_error(name, tuple(data.emission_shape), want, model)
         return data
     if isinstance(data, list | tuple):
+        if lengths is not None:
+            raise ValueError(
+                f"lengths= was given with {name} as a list of sequences, whose lengths are their own; pass "
+                "lengths= only with a padded batch (B, T, ...), or slice each sequence."
+            )
         seqs = [np.asarray(y) for y in data]
         if want == () or want == (1,):
             seqs = [y.reshape((-1,) + want) if y.ndim == 1 else y for y in seqs]
@@ -92,6 +97,11 @@ def as_sequences(
     if arr.ndim == k + 1:
         if tuple(arr.shape[1:]) != want:
             raise _shape_error(name, tuple(arr.shape[1:]), want, model)
+        if lengths is not None:
+            raise ValueError(
+                f"lengths= was given with {name} as one sequence of {arr.shape[0]} steps; lengths= applies to a "
+                f"padded batch (B, T, *{want}). For a shorter sequence pass {name}[:n]."
+            )
         single_inputs = None if inputs is None else [inputs]
         return Sequences.from_arrays([arr], single_inputs, kind=kind, num_classes=num_classes)
     if arr.ndim == k + 2:

@@ -6,6 +6,9 @@ the named array arguments given as NumPy arrays, lists or scalars into ``jax`` a
 and a list is an array, never a pytree of scalars.  Inside a user's ``jit``/``vmap``/``grad`` the inner ``jit`` is
 inlined as usual.  ``wrapper.jitted`` is the compiled callable (for ``_cache_size()`` checks).
 
+:class:`SameFunction` keys a user's callable by what it computes (code, globals, defaults, closure contents), so
+a lambda written inline in a loop is one static argument for ``jit``, not a new one on every call.
+
 The boundary checks run in the wrapper, outside the ``jit``, on the values as given (so they never cause a
 retrace): every named array argument must be numeric (:func:`pssm.validation.check_array`; ``None`` is refused
 for a parameter without a default), every ``key_argnames`` argument must be one PRNG key
@@ -24,7 +27,35 @@ import jax.numpy as jnp
 
 from pssm.validation import check_array, check_key
 
-__all__ = ["trace_once"]
+__all__ = ["SameFunction", "trace_once"]
+
+
+class SameFunction:
+    """A function keyed by what it computes: equal when the code object, globals, defaults and closure contents
+    (by identity) are the same, so a lambda written inline in a loop compiles once (``jit`` caches on it).  The
+    ``jit`` cache holds the key's objects alive, so an ``id`` in it is never reused by another object."""
+
+    __slots__ = ("fn", "_key")
+
+    def __init__(self, fn: Callable[..., Any]):
+        fn = fn.fn if isinstance(fn, SameFunction) else fn
+        self.fn = fn
+        code = getattr(fn, "__code__", None)
+        if code is None:  # a builtin, functools.partial or callable object: identity
+            self._key = (id(fn),)
+        else:
+            cells = tuple(id(c.cell_contents) for c in (fn.__closure__ or ()))
+            defaults = tuple(id(d) for d in (fn.__defaults__ or ()))
+            self._key = (code, id(fn.__globals__), defaults, cells)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SameFunction) and self._key == other._key
+
+    def __hash__(self) -> int:
+        return hash(self._key)
 
 
 def _as_array(x: Any) -> Any:

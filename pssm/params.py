@@ -195,10 +195,11 @@ def check_params_in_support(param_spec: PyTree, params: PyTree, name: str = "par
         arr = np.asarray(v)
         ok = _in_support(s.constraint, arr)
         if not bool(np.all(ok)):
+            lo, hi = (float(f(arr)) if (~np.isnan(arr)).any() else float("nan") for f in (np.nanmin, np.nanmax))
             raise ValueError(
                 f"{name}.{path_name(path)} is outside its support ({type(s.constraint).__name__.lstrip('_')}): "
-                f"{int(np.size(ok) - np.sum(ok))} of {np.size(ok)} entries fail (min {np.nanmin(arr):.4g}, max "
-                f"{np.nanmax(arr):.4g}, NaN {int(np.isnan(arr).sum())}). Give values inside the support (finite "
+                f"{int(np.size(ok) - np.sum(ok))} of {np.size(ok)} entries fail (min {lo:.4g}, max {hi:.4g}, NaN "
+                f"{int(np.isnan(arr).sum())}). Give values inside the support (finite "
                 "values, rows of probabilities summing to one, positive rates/variances, positive-definite "
                 "covariances)."
             )

@@ -24,7 +24,7 @@ import numpyro.distributions as dist
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 from numpyro.distributions import constraints
 
-from pssm.params import ParamSpec, spec_log_prior
+from pssm.params import ParamSpec, check_params_against_spec, check_params_in_support, spec_log_prior
 from pssm.validation import check_key, check_num_timesteps, split_missing
 
 PyTree = Any
@@ -83,6 +83,19 @@ class SSM(eqx.Module):
     def prior(self) -> PyTree | None:
         """Default prior: a pytree like params with NumPyro distributions (or ``None`` for leaves without one)."""
         return None
+
+    def check_params(self, params: PyTree) -> None:
+        """Boundary check of ``params`` for this model (outside ``jit``): the pytree structure of
+        :meth:`param_spec`, the leaf shapes the spec declares, and every concrete leaf inside its support
+        (finite, positive, positive-definite, ...); errors name the leaf.  Models add dimension checks."""
+        if params is None:
+            raise TypeError(
+                f"params is None; pass {type(self).__name__}'s params (model.make_params(...), "
+                "model.initialize(key, data) or a fit's result.params)."
+            )
+        spec = self.param_spec()
+        check_params_against_spec(spec, params)
+        check_params_in_support(spec, params)
 
     def param_spec(self) -> PyTree:
         """Per-leaf :class:`pssm.params.ParamSpec` (constraint, prior, trainable); by default built from
@@ -219,6 +232,9 @@ def simulate(
     step ``t`` are built from the *simulated* past emissions (autoregressive simulation).
     """
     check_key(key)
+    if not isinstance(model, SSM):
+        raise TypeError(f"model must be a pssm.SSM (e.g. pssm.models.HMM(...)); got {type(model).__name__}.")
+    model.check_params(params)
     num_timesteps = check_num_timesteps(num_timesteps)
     n_in = _num_steps(inputs)
     if n_in is not None and n_in < num_timesteps:
@@ -274,7 +290,10 @@ def log_joint(
     inputs: PyTree = None,
     mask: Array | None = None,
 ) -> Float[Array, ""]:
-    """:math:`\\log p_\\theta(x_{0:T-1}, y_{0:T-1})`; steps with ``mask == False`` contribute no emission term."""
+    """:math:`\\log p_\\theta(x_{0:T-1}, y_{0:T-1})`; steps with ``mask == False`` or a NaN in their emission
+    (missing) contribute no emission term."""
+    emissions, observed = split_missing(emissions, 1, mask)
+    mask = None if mask is None and emissions.dtype.kind not in "fc" else observed
     T = emissions.shape[0]
     ts = jnp.arange(T)
     inputs = model_inputs(model, emissions, inputs)

@@ -82,8 +82,15 @@ def _spd(key, d, scale=1.0):
     return scale * (m @ m.T + 0.5 * jnp.eye(d))
 
 
+def _simplex(key, shape):
+    """A random point of the simplex (last axis): normalised exponentials, i.e. a Dirichlet(1) draw without the
+    gamma sampler's rejection loop (which costs seconds of compilation)."""
+    e = jax.random.exponential(key, shape)
+    return e / e.sum(-1, keepdims=True)
+
+
 def _transitions(key, S):
-    A = 0.7 * jnp.eye(S) + 0.3 * jax.random.dirichlet(key, jnp.ones(S), (S,))
+    A = 0.7 * jnp.eye(S) + 0.3 * _simplex(key, (S, S))
     return pm.TransitionParams(A / A.sum(1, keepdims=True))
 
 
@@ -93,7 +100,7 @@ def _hmm(emissions, emission_params, S=3, T=60, initial="learned"):
     def make(key):
         k0, k1, k2 = jax.random.split(key, 3)
         model = pm.HMM(S, emissions, initial_component=pm.InitialDistribution(initial))
-        probs = None if initial == "stationary" else jax.random.dirichlet(k0, 5.0 * jnp.ones(S))
+        probs = None if initial == "stationary" else 0.5 / S + 0.5 * _simplex(k0, (S,))
         return model, pm.HMMParams(pm.InitialParams(probs), _transitions(k1, S), emission_params(k2, S)), T
 
     return make
@@ -127,7 +134,7 @@ def _gauss_hmm(cov, S=3, D=2):
 
 
 def _categorical(D, C):
-    return lambda k, S: pm.CategoricalParams(jax.random.dirichlet(k, 2.0 * jnp.ones(C), (S, D)))
+    return lambda k, S: pm.CategoricalParams(0.5 / C + 0.5 * _simplex(k, (S, D, C)))
 
 
 def _lgssm(key):
@@ -390,20 +397,21 @@ def _trainable_sites(model, params, frozen=()):
 def bridge_log_density(model, params, emissions, inputs=None, states=None, frozen=()):
     """``(log density, site names)`` of ``make_numpyro_model(model, params=params, frozen=frozen)`` with the param
     sites (and, for continuous models, ``x_0``/``x`` = ``states``) substituted."""
-    fn = inf.make_numpyro_model(model, params=params, frozen=tuple(frozen))
     sites = _trainable_sites(model, params, frozen)
     if not model.discrete_states:
         sites["x_0"] = jax.tree.map(lambda a: a[0], states)
         sites["x"] = jax.tree.map(lambda a: a[1:], states)
-
-    @jax.jit
-    def run(values):
-        ld, trace = log_density(fn, (emissions,), {"inputs": inputs}, values)
-        latent = {k: v["value"] for k, v in trace.items() if v["type"] == "sample" and not v.get("is_observed")}
-        return ld, latent
-
-    ld, latent = run(sites)
+    ld, latent = _bridge_run(model, params, tuple(frozen), emissions, inputs, sites)
     return float(ld), list(latent)
+
+
+@eqx.filter_jit
+def _bridge_run(model, params, frozen, emissions, inputs, values):
+    """One compilation per (model, frozen, shapes): the bridge is rebuilt inside, the params traced."""
+    fn = inf.make_numpyro_model(model, params=params, frozen=frozen)
+    ld, trace = log_density(fn, (emissions,), {"inputs": inputs}, values)
+    latent = {k: v["value"] for k, v in trace.items() if v["type"] == "sample" and not v.get("is_observed")}
+    return ld, latent
 
 
 def target_log_density(model, params, emissions, inputs=None, states=None) -> float:
@@ -535,7 +543,8 @@ def check_arviz(results) -> list[str]:
 def case_results(case: Case, em: dict | None, seed: int = 0) -> list:
     """Results produced for a case: EM, smoother posterior (discrete), a particle filter, Kalman (LG params)."""
     model, params, _, y, inputs = case_data(case, seed)
-    out = [smc.particle_filter(jax.random.PRNGKey(5), model, params, y, 64, inputs=inputs)]
+    # case.particles: the program the filter check compiled (same shapes), not a second one
+    out = [smc.particle_filter(jax.random.PRNGKey(5), model, params, y, case.particles, inputs=inputs)]
     if model.discrete_states:
         out.append(inf.smoother(model, params, y, inputs=inputs))
     if isinstance(params, pm.LGSSMParams):

@@ -238,3 +238,81 @@ def test_score_ascent_params_fn_message(lg):
             num_iters=1,
             num_particles=4,
         )
+
+
+# --------------------------------------------------------------------------- G10, G11, G13, G14: params at the SMC
+# entry points and simulate, NaN reference paths, NaN rows in log_joint
+_SV = pm.StochasticVolatility()
+_BAD_MODEL_PARAMS = {
+    "sv: sigma < 0": (_SV, _SV.make_params()._replace(sigma=jnp.asarray(-0.3)), ValueError, "sigma"),
+    "sv: phi NaN": (_SV, _SV.make_params()._replace(phi=jnp.asarray(jnp.nan)), ValueError, "phi"),
+    "sv: params None": (_SV, None, TypeError, "params is None"),
+    "lg: negative dynamics variance": (
+        pm.LinearGaussianSSM(1, 1),
+        pm.LinearGaussianSSM(1, 1).random_params(jax.random.PRNGKey(0))._replace(dynamics_cov=-0.5 * jnp.eye(1)),
+        ValueError,
+        "dynamics_cov",
+    ),
+    "lg: 2-D params for a 1-D model": (
+        pm.LinearGaussianSSM(1, 1),
+        pm.LinearGaussianSSM(2, 1).random_params(jax.random.PRNGKey(0)),
+        ValueError,
+        r"state_dim=1",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(_BAD_MODEL_PARAMS))
+@pytest.mark.parametrize("entry", ["simulate", "particle_filter", "paris", "conditional_smc"])
+def test_model_params_are_checked_at_the_smc_entry_points_and_simulate(entry, case):
+    from pssm.inference.mcmc.csmc import conditional_smc
+
+    model, params, err, message = _BAD_MODEL_PARAMS[case]
+    y = np.zeros((T, 1)) if isinstance(model, pm.LinearGaussianSSM) else np.zeros(T)
+    ref = np.zeros((T, 1)) if isinstance(model, pm.LinearGaussianSSM) else np.zeros(T)
+    call = {
+        "simulate": lambda: pssm.simulate(jax.random.PRNGKey(0), model, params, T),
+        "particle_filter": lambda: particle_filter(jax.random.PRNGKey(0), model, params, y, 16),
+        "paris": lambda: paris(jax.random.PRNGKey(0), model, params, y, 16, lambda xp, x, t: x),
+        "conditional_smc": lambda: conditional_smc(jax.random.PRNGKey(0), model, params, y, ref, 8),
+    }[entry]
+    with pytest.raises(err, match=message):
+        call()
+
+
+def test_hmm_params_with_the_wrong_number_of_states_are_refused_by_simulate(hmm):
+    model, params, _ = hmm
+    three = pm.HMMParams(
+        pm.InitialParams(jnp.ones(3) / 3),
+        pm.TransitionParams(pm.sticky_matrix(3, 0.9)),
+        pm.PoissonParams(jnp.ones((3, 1))),
+    )
+    with pytest.raises(ValueError, match="states"):
+        pssm.simulate(jax.random.PRNGKey(0), model, three, T)
+    with pytest.raises(ValueError, match="rates"):
+        pssm.simulate(jax.random.PRNGKey(0), model, params._replace(emissions=pm.PoissonParams(-jnp.ones((2, 1)))), T)
+    with pytest.raises(TypeError, match="pssm.SSM"):
+        pssm.simulate(jax.random.PRNGKey(0), "hmm", three, T)
+
+
+def test_a_nan_reference_path_is_refused(lg):
+    from pssm.inference.mcmc.csmc import conditional_smc
+
+    model, params, y = lg
+    ref = np.zeros((T, 2))
+    ref[3, 1] = np.nan
+    with pytest.raises(ValueError, match=r"reference holds NaN .* t=3"):
+        conditional_smc(jax.random.PRNGKey(0), model, params, y, ref, 8)
+
+
+def test_log_joint_drops_nan_rows_like_the_mask(lg):
+    """A NaN emission row is missing: the same value as masking that step (and finite)."""
+    model, params, y = lg
+    x, _ = pssm.simulate(jax.random.PRNGKey(1), model, params, T)
+    y_nan = y.copy()
+    y_nan[2] = np.nan
+    mask = np.arange(T) != 2
+    want = pssm.log_joint(model, params, x, jnp.asarray(np.where(mask[:, None], y, 0.0)), mask=jnp.asarray(mask))
+    got = pssm.log_joint(model, params, x, jnp.asarray(y_nan))
+    assert np.isfinite(got)
+    np.testing.assert_allclose(got, want, rtol=1e-6)

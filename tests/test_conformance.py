@@ -14,9 +14,18 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 import conformance_checks as cc  # noqa: E402
 
-NAMES = [c.name for c in cc.CASES]
 BY_NAME = {c.name: c for c in cc.CASES}
-DISCRETE_EM = [c.name for c in cc.CASES if c.em]
+
+
+def _by_case(names):
+    """One xdist group per case: its checks share the simulated data and compiled programs on one worker
+    (``make test`` runs ``--dist loadgroup``)."""
+    return [pytest.param(n, marks=pytest.mark.xdist_group(f"conformance-{n}")) for n in names]
+
+
+NAMES = _by_case(BY_NAME)
+DISCRETE_EM = _by_case(c.name for c in cc.CASES if c.em)
+CONTINUOUS = _by_case(c.name for c in cc.CASES if not c.em)
 
 
 def test_every_exported_model_class_is_registered():
@@ -74,6 +83,6 @@ def test_pmmh_holds_a_none_prior_leaf_fixed(x64):
     assert not cc.check_arviz([r["result"]])
 
 
-@pytest.mark.parametrize("name", [n for n in NAMES if not BY_NAME[n].em])
+@pytest.mark.parametrize("name", CONTINUOUS)
 def test_to_arviz_on_every_result(x64, name):
     assert not cc.check_arviz(cc.case_results(BY_NAME[name], None))

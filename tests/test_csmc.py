@@ -13,6 +13,9 @@ from pssm.models import LinearGaussianSSM
 from pssm.models.testing import ScalarLinearGaussian as ScalarLG
 from pssm.protocol import simulate
 
+# one worker runs this file: its module fixtures are built once, not on both workers (make test: --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("test_csmc")
+
 
 def _problem(T=15):
     lg = LinearGaussianSSM(1, 1)

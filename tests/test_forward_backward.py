@@ -104,3 +104,47 @@ def test_float32_agrees_with_float64_on_long_sequence(x32):
         r64 = hmm_smoother(c(li), c(lt), c(ll))
     np.testing.assert_allclose(float(r32.log_likelihood), float(r64.log_likelihood), rtol=1e-5)
     np.testing.assert_allclose(r32.smoothed_probs, r64.smoothed_probs, atol=1e-4)
+
+
+_LI, _LT = np.log(np.full(3, 1 / 3)), np.log(np.full((3, 3), 1 / 3))
+_LL = np.random.default_rng(0).normal(size=(6, 3))
+_BAD = {
+    "1-D log_likelihoods": ((_LI, _LT, _LL[:, 0], None), "log_likelihoods must be 2-dimensional"),
+    "3-D log_likelihoods": ((_LI, _LT, _LL[None], None), "log_likelihoods must be 2-dimensional"),
+    "length 0": ((_LI, _LT, _LL, 0), r"length must be an integer in \[1, T=6\]"),
+    "length T + 1": ((_LI, _LT, _LL, 7), r"length must be an integer in \[1, T=6\]"),
+    "negative length": ((_LI, _LT, _LL, -3), r"length must be an integer in \[1, T=6\]"),
+    "fractional length": ((_LI, _LT, _LL, 2.5), r"length must be an integer in \[1, T=6\]"),
+    "rows not stochastic": ((_LI, np.log(np.full((3, 3), 0.5)), _LL, None), r"row \(0,\) sums to 1.5"),
+    "+inf log-likelihood": ((_LI, _LT, np.where(np.arange(6)[:, None] == 2, np.inf, _LL), None), r"\+inf value"),
+    "NaN log-likelihood": ((_LI, _LT, np.where(np.arange(6)[:, None] == 2, np.nan, _LL), None), "NaN value"),
+    "NaN transition": ((_LI, np.where(np.eye(3) > 0, np.nan, _LT), _LL, None), "log_transitions contains 3 NaN"),
+}
+
+
+@pytest.mark.parametrize("case", list(_BAD))
+@pytest.mark.parametrize("fn", ["filter", "smoother", "smoother_parallel", "viterbi", "sample"])
+def test_bad_potentials_and_lengths_are_refused_naming_the_argument(fn, case):
+    """No silent answer from a wrong rank, an impossible length, a non-stochastic matrix, NaN or +inf."""
+    (li, lt, ll, length), message = _BAD[case]
+    call = {
+        "filter": lambda: hmm_filter(li, lt, ll, length),
+        "smoother": lambda: hmm_smoother(li, lt, ll, length),
+        "smoother_parallel": lambda: hmm_smoother(li, lt, ll, length, parallel=True),
+        "viterbi": lambda: hmm_viterbi(li, lt, ll, length),
+        "sample": lambda: hmm_posterior_sample(jax.random.PRNGKey(0), li, lt, ll, length),
+    }[fn]
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def test_checks_leave_traced_and_impossible_values_alone():
+    """-inf (impossible) entries pass; under jit/vmap the values are not inspected and lengths vary per sequence."""
+    lt = np.log(np.array([[0.5, 0.5, 0.0], [0.0, 0.5, 0.5], [0.0, 0.0, 1.0]]))
+    ll = _LL.copy()
+    ll[3, 1] = -np.inf
+    full = hmm_filter(_LI, lt, ll).log_likelihood
+    batch = jax.vmap(lambda n: hmm_filter(_LI, lt, ll, n).log_likelihood)(jnp.array([6, 4]))
+    np.testing.assert_allclose(batch[0], full, rtol=1e-6)
+    np.testing.assert_allclose(batch[1], hmm_filter(_LI, lt, ll[:4]).log_likelihood, rtol=1e-6)
+    np.testing.assert_allclose(jax.jit(lambda x: hmm_smoother(_LI, lt, x).log_likelihood)(ll), full, rtol=1e-6)

@@ -18,6 +18,9 @@ from pssm.models.hmm import HMMParams, InitialParams, TransitionParams
 from pssm.params import is_spec, path_name
 from pssm.protocol import simulate
 
+# one worker runs this file: its module fixtures are built once, not on both workers (make test: --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("test_hmm_glm_fit")
+
 
 @eqx.filter_jit
 def _simulate_batch(key, model, params, num_timesteps, covariates=None):

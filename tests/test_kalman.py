@@ -165,3 +165,60 @@ def test_same_key_same_output():
     c = simulate(jax.random.PRNGKey(4), model, params, 10)
     np.testing.assert_array_equal(a[1], b[1])
     assert not np.allclose(a[1], c[1])
+
+
+_P = LinearGaussianSSM(2, 2).make_params(
+    dynamics_weights=[[0.9, 0.1], [0.0, 0.8]],
+    dynamics_cov=np.eye(2),
+    emission_weights=np.eye(2),
+    emission_cov=np.eye(2),
+)
+_BAD_PARAMS = {
+    "non-PD dynamics_cov": (_P._replace(dynamics_cov=-np.eye(2)), ValueError, r"dynamics_cov .*PositiveDefinite"),
+    "negative emission_cov": (_P._replace(emission_cov=-0.1 * np.eye(2)), ValueError, r"emission_cov .*Positive"),
+    "asymmetric initial_cov": (_P._replace(initial_cov=np.array([[1.0, 2.0], [0.0, 1.0]])), ValueError, "initial_cov"),
+    "NaN dynamics_weights": (_P._replace(dynamics_weights=np.full((2, 2), np.nan)), ValueError, "dynamics_weights"),
+    "inf emission_bias": (_P._replace(emission_bias=np.array([np.inf, 0.0])), ValueError, "emission_bias"),
+    "3x3 dynamics for a 2-D state": (_P._replace(dynamics_weights=np.eye(3)), ValueError, r"needs \(2, 2\)"),
+    "initial_mean of length 3": (_P._replace(initial_mean=np.zeros(3)), ValueError, r"initial_cov has shape"),
+    "a dict": (_P._asdict(), TypeError, "params must be LGSSMParams"),
+    "None": (None, TypeError, "params must be LGSSMParams"),
+}
+
+
+@pytest.mark.parametrize("case", list(_BAD_PARAMS))
+@pytest.mark.parametrize("fn", [kalman_filter, kalman_smoother, kalman_log_likelihood])
+def test_bad_params_are_refused_naming_the_leaf(fn, case):
+    params, err, message = _BAD_PARAMS[case]
+    with pytest.raises(err, match=message):
+        fn(params, np.zeros((5, 2)))
+
+
+@pytest.mark.parametrize("data_dtype,params_dtype", [(np.float32, np.float64), (np.float64, np.float32)])
+def test_mixed_precision_is_promoted_under_x64(x64, data_dtype, params_dtype):
+    """float32 params with float64 data (or the reverse) run in float64 and equal the all-float64 answer."""
+    _, y = simulate(jax.random.PRNGKey(20), LinearGaussianSSM(2, 2), _P, 30)
+    p64 = jax.tree.map(lambda a: jnp.asarray(np.asarray(a), jnp.float64), _P)
+    want = kalman_smoother(p64, np.asarray(y, np.float64))
+    mixed = jax.tree.map(lambda a: jnp.asarray(np.asarray(a), params_dtype), _P)
+    got = kalman_smoother(mixed, np.asarray(y, data_dtype))
+    assert got.smoothed_means.dtype == jnp.float64
+    y_cast = np.asarray(np.asarray(y, data_dtype), np.float64)  # the data as given, in float64
+    p_cast = jax.tree.map(lambda a: jnp.asarray(np.asarray(a, params_dtype), jnp.float64), _P)
+    exact = kalman_smoother(p_cast, y_cast)
+    np.testing.assert_allclose(got.smoothed_means, exact.smoothed_means, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(got.log_likelihood, want.log_likelihood, rtol=1e-5)
+    for fn in (kalman_filter, kalman_log_likelihood):
+        assert jax.tree.leaves(fn(mixed, np.asarray(y, data_dtype)))[0].dtype == jnp.float64
+    assert kalman_posterior_sample(jax.random.PRNGKey(0), mixed, np.asarray(y, data_dtype)).dtype == jnp.float64
+
+
+def test_to_arviz_refuses_emissions_of_another_length():
+    import pssm
+
+    _, y = simulate(jax.random.PRNGKey(21), LinearGaussianSSM(2, 2), _P, 12)
+    res = kalman_smoother(_P, y)
+    idata = pssm.to_arviz(res, emissions=y)
+    assert idata.observed_data["y"].shape == (12, 2)
+    with pytest.raises(ValueError, match="12 time steps"):
+        pssm.to_arviz(res, emissions=y[:10])

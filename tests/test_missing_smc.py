@@ -10,6 +10,9 @@ from pssm.inference import kalman_log_likelihood
 from pssm.inference.smc import paris, particle_filter
 from pssm.models import LinearGaussianSSM
 
+# one worker runs this file: its module fixtures are built once, not on both workers (make test: --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("test_missing_smc")
+
 T, N = 20, 64
 
 

@@ -125,3 +125,35 @@ def test_fixed_leaf_without_params_is_a_clear_error():
     fn = make_numpyro_model(m, prior=prior)
     with pytest.raises(ValueError, match="initial.probs"):
         numpyro.handlers.seed(fn, 0)(jnp.zeros((5, 1)))
+
+
+def test_continuous_bridge_and_svi_treat_nan_rows_as_missing_and_check_the_data(x64):
+    """NaN rows: the bridge's density equals the masked one; fit_svi runs on them (and on a model with empty
+    input weights); a wrong emission dimension, ±inf and a negative step size are refused."""
+    from numpyro.infer.util import log_density
+
+    from pssm.inference import fit_svi
+    from pssm.params import leaf_names
+
+    lg = LinearGaussianSSM(1, 1)
+    p = lg.random_params(jax.random.PRNGKey(0))
+    x, y = simulate(jax.random.PRNGKey(1), lg, p, 20)
+    y_nan = np.asarray(y).copy()
+    y_nan[[3, 11]] = np.nan
+    mask = ~np.isnan(y_nan[:, 0])
+    sites = {**dict(zip(leaf_names(p), jax.tree.leaves(p), strict=True)), "x_0": x[0], "x": x[1:]}
+    fn = make_numpyro_model(lg, params=p)
+    got = log_density(fn, (jnp.asarray(y_nan),), {}, sites)[0]
+    want = log_density(fn, (jnp.where(mask[:, None], y, 0.0),), {"mask": jnp.asarray(mask)}, sites)[0]
+    assert np.isfinite(got)
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    res = fit_svi(jax.random.PRNGKey(2), lg, p, y_nan, num_iters=30)
+    assert np.all(np.isfinite(res.losses)) and res.params.dynamics_input_weights.shape == (1, 0)
+    with pytest.raises(ValueError, match="emission_shape"):
+        fit_svi(jax.random.PRNGKey(2), lg, p, np.asarray(y)[:, [0, 0]], num_iters=2)
+    with pytest.raises(ValueError, match="±inf"):
+        fit_svi(jax.random.PRNGKey(2), lg, p, np.where(np.arange(20)[:, None] == 4, np.inf, y), num_iters=2)
+    with pytest.raises(ValueError, match="learning_rate"):
+        fit_svi(jax.random.PRNGKey(2), lg, p, y, num_iters=2, learning_rate=-1.0)
+    with pytest.raises(ValueError, match="emission_shape"):
+        log_density(fn, (jnp.zeros((20, 2)),), {}, sites)

@@ -26,6 +26,9 @@ from pssm.models.testing import posterior_max_z, scalar_lg_conjugate_conditional
 from pssm.models.testing import scalar_kalman_log_likelihood as scalar_kalman_ll
 from pssm.protocol import simulate
 
+# one worker runs this file: its module fixtures are built once, not on both workers (make test: --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("test_particle_gibbs")
+
 A0, B0 = 3.0, 2.0  # inverse-gamma prior on the transition variance q
 T = 60
 

@@ -20,6 +20,9 @@ from pssm.models.testing import ScalarLinearGaussian, scalar_lg_conjugate_condit
 from pssm.reporting import browser_check, count_figures, report
 from pssm.reporting.browser import find_chromium
 
+# one worker runs this file: its module fixtures are built once, not on both workers (make test: --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("test_report")
+
 T = 50
 
 

@@ -3,13 +3,28 @@
 import logging
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from pssm import simulate
-from pssm.inference import hmm_smoother, hmm_viterbi, kalman_log_likelihood, kalman_smoother
+from pssm.inference import (
+    hmm_smoother,
+    hmm_viterbi,
+    kalman_log_likelihood,
+    kalman_smoother,
+    markov_score_climbing,
+    paris_particle_gibbs,
+    particle_gibbs,
+    pmmh,
+    score_ascent,
+)
 from pssm.inference.smc import paris
-from pssm.models import HMM, LinearGaussianSSM, PoissonEmissions
+from pssm.models import HMM, LinearGaussianSSM, PoissonEmissions, StochasticVolatility
+
+# an optimiser is a pair of functions: reuse the object across calls (a new optax.adam(...) is a new program)
+OPT = optax.adam(1e-2)
 
 
 def _compiles(fn, caplog) -> list[str]:
@@ -43,6 +58,54 @@ CALLS = {
     "paris_inline_lambda": lambda lg, p, hmm, hp, y, h: (
         paris(jax.random.PRNGKey(5), lg, p, y, 32, lambda x_prev, x, t: x * x_prev).estimate
     ),
+    # samplers and optimisers: a fresh model object and inline lambdas on every call, one program
+    "pmmh": lambda lg, p, hmm, hp, y, h: (
+        pmmh(
+            jax.random.PRNGKey(6),
+            StochasticVolatility(),
+            StochasticVolatility().make_params(),
+            y[:, 0],
+            frozen=("phi",),
+            num_samples=4,
+            num_warmup=3,
+            num_chains=2,
+            num_particles=16,
+        ).samples
+    ),
+    "particle_gibbs": lambda lg, p, hmm, hp, y, h: (
+        particle_gibbs(
+            jax.random.PRNGKey(7),
+            lg,
+            p,
+            y,
+            conditional=lambda k, path, ys, params: params._replace(dynamics_bias=jnp.mean(path, 0) * 0.1),
+            num_samples=3,
+            num_particles=8,
+            num_chains=2,
+        ).paths
+    ),
+    "paris_particle_gibbs": lambda lg, p, hmm, hp, y, h: (
+        paris_particle_gibbs(
+            jax.random.PRNGKey(8), lg, p, y, functional=lambda xp, x, t: x, num_particles=8, num_iters=3, burn_in=1
+        ).estimate
+    ),
+    "score_ascent": lambda lg, p, hmm, hp, y, h: (
+        score_ascent(
+            jax.random.PRNGKey(9),
+            lg,
+            {"log_q": jnp.zeros(())},
+            y,
+            params_fn=lambda th: p._replace(dynamics_cov=jnp.exp(th["log_q"]) * jnp.eye(2)),
+            optimizer=OPT,
+            num_iters=3,
+            num_particles=8,
+        ).theta
+    ),
+    "markov_score_climbing": lambda lg, p, hmm, hp, y, h: (
+        markov_score_climbing(
+            jax.random.PRNGKey(10), lg, p, y, optimizer=OPT, num_iters=3, num_particles=8, num_chains=2
+        ).means
+    ),
 }
 
 
@@ -54,7 +117,8 @@ def test_second_call_compiles_nothing(name, problems, caplog):
     again = _compiles(lambda: call(*problems), caplog)
     assert again == [], f"{name} compiled again on the same shapes: {again}"
     # new data values, same shapes: still nothing to compile
-    shifted = (*problems[:4], problems[4] + 1.0, tuple(a + 0.5 for a in problems[5]))
+    li, lt, ll = problems[5]  # (the potentials stay log-probabilities: only the log-likelihoods move)
+    shifted = (*problems[:4], problems[4] + 1.0, (li, lt, ll + 0.5))
     assert _compiles(lambda: call(*shifted), caplog) == []
 
 

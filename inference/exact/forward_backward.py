@@ -17,7 +17,7 @@ All functions are pure, ``jit``-able and ``vmap``-able.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +28,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 from pssm.arviz import summary_group, to_arviz
 from pssm.display import short_repr
 from pssm.jit import trace_once
+from pssm.validation import check_array, is_tracer
 
 if TYPE_CHECKING:
     import arviz as az
@@ -67,11 +68,59 @@ class HMMPosterior(NamedTuple):
 
 
 _HMM_ARRAYS = ("log_initial", "log_transitions", "log_likelihoods", "length")
+_ROW_SUM_TOL = 1e-3  # |log sum_j A_ij| above this: not a stochastic matrix (float32 rounding is ~1e-7)
+
+
+def _check_hmm(args: dict[str, Any]) -> None:
+    """Boundary checks of the forward-backward primitives (run outside ``jit``; values only when concrete).
+
+    Ranks; no NaN or +inf anywhere (``-inf`` = impossible is allowed; a missing observation is a row of zeros,
+    which carries no information); every row of ``exp(log_transitions)`` sums to one; ``length`` an integer in
+    ``[1, T]``."""
+    ll = check_array(args["log_likelihoods"], "log_likelihoods", ndim=2, finite=False)
+    check_array(args["log_initial"], "log_initial", ndim=1, finite=False)
+    lt = check_array(args["log_transitions"], "log_transitions", ndim=(2, 3), finite=False)
+    _prep(args["log_initial"], lt, ll, None)  # shapes agree (S states, T steps)
+    hints = {
+        "log_likelihoods": "a missing observation contributes log-likelihood 0 in every state: set its row to 0",
+        "log_initial": "give log-probabilities (-inf for an impossible state)",
+        "log_transitions": "give log-probabilities (-inf for an impossible transition)",
+    }
+    for name, hint in hints.items():
+        a = args[name]
+        if is_tracer(a):
+            continue
+        v = np.asarray(a)
+        for what, bad in (("NaN", np.isnan(v)), ("+inf", np.isposinf(v))):
+            if bad.any():
+                where = tuple(int(i) for i in np.argwhere(bad)[0])
+                why = hint if what == "NaN" else "+inf is not a log-probability (a collapsed density: check the model)"
+                raise ValueError(f"{name} contains {int(bad.sum())} {what} value(s) (first at index {where}); {why}.")
+    if not is_tracer(lt):
+        with np.errstate(divide="ignore"):
+            sums = np.log(np.exp(np.asarray(lt, np.float64)).sum(axis=-1))  # log-probabilities: no overflow
+        bad = ~(np.abs(sums) <= _ROW_SUM_TOL)
+        if bad.any():
+            where = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(
+                f"log_transitions: every row of exp(log_transitions) must sum to 1 (a stochastic matrix); row "
+                f"{where} sums to {float(np.exp(sums[where])):.6g}. Normalise it: "
+                "log_transitions - logsumexp(log_transitions, axis=-1, keepdims=True)."
+            )
+    length = args.get("length")
+    if length is not None and not is_tracer(length):
+        T = ll.shape[0]
+        v = np.asarray(length)
+        if v.shape != () or v.dtype.kind not in "iu" or not 1 <= int(v) <= T:
+            raise ValueError(
+                f"length must be an integer in [1, T={T}] (the number of real steps; steps from length on are "
+                f"padding); got {length!r}."
+            )
 
 
 def _prep(log_initial, log_transitions, log_likelihoods, length):
     T, S = log_likelihoods.shape
-    if log_initial.shape != (S,):
+    if jnp.shape(log_initial) != (S,):
         raise ValueError(f"log_initial must have shape ({S},) to match log_likelihoods {log_likelihoods.shape}.")
     if log_transitions.shape not in ((S, S), (T - 1, S, S)):
         raise ValueError(
@@ -90,7 +139,7 @@ def _trans_at(log_transitions, t):
     return log_transitions[jnp.minimum(t, log_transitions.shape[0] - 1)]
 
 
-@trace_once(array_argnames=_HMM_ARRAYS)
+@trace_once(array_argnames=_HMM_ARRAYS, check=_check_hmm)
 def hmm_filter(
     log_initial: Float[Array, " S"],
     log_transitions: Float[Array, "... S S"],
@@ -118,7 +167,7 @@ def hmm_filter(
     return HMMFilterResult(ll, filt, pred)
 
 
-@trace_once(static_argnames=("parallel",), array_argnames=_HMM_ARRAYS)
+@trace_once(static_argnames=("parallel",), array_argnames=_HMM_ARRAYS, check=_check_hmm)
 def hmm_log_likelihood(
     log_initial: Float[Array, " S"],
     log_transitions: Float[Array, "... S S"],
@@ -134,7 +183,7 @@ def hmm_log_likelihood(
     return hmm_filter(log_initial, log_transitions, log_likelihoods, length).log_likelihood
 
 
-@trace_once(static_argnames=("return_pairwise", "parallel"), array_argnames=_HMM_ARRAYS)
+@trace_once(static_argnames=("return_pairwise", "parallel"), array_argnames=_HMM_ARRAYS, check=_check_hmm)
 def hmm_smoother(
     log_initial: Float[Array, " S"],
     log_transitions: Float[Array, "... S S"],
@@ -174,7 +223,7 @@ def hmm_smoother(
     return HMMPosterior(fr.log_likelihood, filt, pred, smoothed, counts, pairs)
 
 
-@trace_once(array_argnames=_HMM_ARRAYS)
+@trace_once(array_argnames=_HMM_ARRAYS, check=_check_hmm)
 def hmm_viterbi(
     log_initial: Float[Array, " S"],
     log_transitions: Float[Array, "... S S"],
@@ -204,7 +253,7 @@ def hmm_viterbi(
     return jnp.where(jnp.arange(T) < length, path, -1)
 
 
-@trace_once(array_argnames=_HMM_ARRAYS, key_argnames=("key",))
+@trace_once(array_argnames=_HMM_ARRAYS, key_argnames=("key",), check=_check_hmm)
 def hmm_posterior_sample(
     key: PRNGKeyArray,
     log_initial: Float[Array, " S"],

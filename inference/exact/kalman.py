@@ -82,6 +82,27 @@ def _check_emissions(arguments: dict) -> None:
             )
 
 
+def _check_params(params: Any) -> None:
+    """``params``: an :class:`LGSSMParams` whose leaves agree with the dimensions of ``initial_mean`` (state),
+    ``emission_weights`` (emissions) and ``dynamics_input_weights`` (inputs) and lie in their supports (finite;
+    symmetric positive-definite covariances).  Values only when concrete."""
+    from pssm.models.nonlinear.linear_gaussian import LGSSMParams, LinearGaussianSSM
+
+    if not (isinstance(params, tuple) and getattr(type(params), "_fields", None) == LGSSMParams._fields):
+        raise TypeError(
+            f"params must be LGSSMParams (LinearGaussianSSM(...).make_params(...) or .random_params(key)); got "
+            f"{type(params).__name__}."
+        )
+    m, h, b = (jnp.shape(a) for a in (params.initial_mean, params.emission_weights, params.dynamics_input_weights))
+    dims = (m[-1] if m else 0, h[0] if h else 0, b[-1] if len(b) == 2 else 0)
+    LinearGaussianSSM(*dims).check_params(params)
+
+
+def _check_arguments(arguments: dict) -> None:
+    _check_params(arguments.get("params"))
+    _check_emissions(arguments)
+
+
 def _sym(P):
     return 0.5 * (P + jnp.swapaxes(P, -1, -2))
 
@@ -98,9 +119,22 @@ def _inputs(params, inputs, T):
     return inputs
 
 
-def _emissions_and_mask(params, emissions, mask):
-    """Validate shapes; rows with a NaN are treated as missing (masked), as documented in the module."""
+def _promote(params, emissions):
+    """Params and emissions in one float dtype (float32 params with float64 data under ``jax_enable_x64`` would
+    give the scan carry two types); integer emissions take the params' dtype."""
     emissions = jnp.asarray(emissions)
+    leaves = [jnp.asarray(a) for a in params]
+    floats = [a.dtype for a in leaves if jnp.issubdtype(a.dtype, jnp.floating)]
+    if jnp.issubdtype(emissions.dtype, jnp.floating):
+        floats.append(emissions.dtype)
+    dtype = jnp.result_type(*floats) if floats else jnp.result_type(float)
+    return type(params)(*(a.astype(dtype) for a in leaves)), emissions.astype(dtype)
+
+
+def _emissions_and_mask(params, emissions, mask):
+    """Validate shapes; rows with a NaN are treated as missing (masked), as documented in the module.  Returns
+    ``(params, emissions, mask)`` in one float dtype."""
+    params, emissions = _promote(params, emissions)
     Dy = params.emission_weights.shape[0]
     if emissions.ndim != 2 or emissions.shape[1] != Dy:
         raise ValueError(
@@ -110,15 +144,13 @@ def _emissions_and_mask(params, emissions, mask):
     T = emissions.shape[0]
     if T < 1:
         raise ValueError("emissions has no time steps; a sequence needs length >= 1.")
-    if not jnp.issubdtype(emissions.dtype, jnp.floating):
-        emissions = emissions.astype(params.emission_bias.dtype)
     mask = jnp.ones(T, bool) if mask is None else jnp.asarray(mask, bool)
     if mask.shape != (T,):
         raise ValueError(f"mask must have shape ({T},) (one flag per time step); got {mask.shape}.")
-    return split_missing(emissions, 1, mask)
+    return (params, *split_missing(emissions, 1, mask))
 
 
-@trace_once(static_argnames=("parallel",), array_argnames=_KALMAN_ARRAYS, check=_check_emissions)
+@trace_once(static_argnames=("parallel",), array_argnames=_KALMAN_ARRAYS, check=_check_arguments)
 def kalman_filter(
     params: Any,
     emissions: Float[Array, "T Dy"],
@@ -137,7 +169,7 @@ def kalman_filter(
         from pssm.inference.exact.parallel import kalman_filter_parallel
 
         return kalman_filter_parallel(params, emissions, inputs, mask)
-    emissions, mask = _emissions_and_mask(params, emissions, mask)
+    params, emissions, mask = _emissions_and_mask(params, emissions, mask)
     T = emissions.shape[0]
     u = _inputs(params, inputs, T)
     F, Q, H, R = params.dynamics_weights, params.dynamics_cov, params.emission_weights, params.emission_cov
@@ -171,7 +203,7 @@ def kalman_filter(
     return KalmanFilterResult(ll, mf, Pf, mp, Pp)
 
 
-@trace_once(static_argnames=("parallel",), array_argnames=_KALMAN_ARRAYS, check=_check_emissions)
+@trace_once(static_argnames=("parallel",), array_argnames=_KALMAN_ARRAYS, check=_check_arguments)
 def kalman_log_likelihood(
     params: Any, emissions, inputs=None, mask=None, *, parallel: bool = False
 ) -> Float[Array, ""]:
@@ -179,7 +211,7 @@ def kalman_log_likelihood(
     return kalman_filter(params, emissions, inputs, mask, parallel=parallel).log_likelihood
 
 
-@trace_once(static_argnames=("parallel",), array_argnames=_KALMAN_ARRAYS, check=_check_emissions)
+@trace_once(static_argnames=("parallel",), array_argnames=_KALMAN_ARRAYS, check=_check_arguments)
 def kalman_smoother(
     params: Any,
     emissions: Float[Array, "T Dy"],
@@ -215,7 +247,7 @@ def kalman_smoother(
     return KalmanSmootherResult(fr.log_likelihood, fr.filtered_means, fr.filtered_covs, ms, Ps, cross)
 
 
-@trace_once(array_argnames=_KALMAN_ARRAYS, key_argnames=("key",), check=_check_emissions)
+@trace_once(array_argnames=_KALMAN_ARRAYS, key_argnames=("key",), check=_check_arguments)
 def kalman_posterior_sample(
     key: PRNGKeyArray,
     params: Any,
@@ -269,6 +301,13 @@ def _kalman_to_arviz(result, *, emissions=None, credible_mass: float = 0.9) -> a
     dims[f"{kind}_cov"] = ["time", "latent_dim", "latent_dim_"]
     observed = None
     if emissions is not None:
-        observed = {"y": emissions}
+        y = np.asarray(emissions)
+        y = y[:, None] if y.ndim == 1 else y
+        if y.ndim != 2 or y.shape[0] != np.shape(mean)[0]:
+            raise ValueError(
+                f"emissions has shape {np.shape(emissions)}; this result has {np.shape(mean)[0]} time steps, so "
+                f"give the (T={np.shape(mean)[0]}, obs_dim) emissions it was computed from."
+            )
+        observed = {"y": y}
         dims["y"] = ["time", "obs_dim"]
     return summary_group(post, dims, observed_data=observed, log_likelihood={"log_likelihood": result.log_likelihood})

@@ -128,7 +128,7 @@ def kalman_filter_parallel(params, emissions, inputs=None, mask=None):
     """Kalman filter by an associative scan (same :class:`KalmanFilterResult` as the sequential filter)."""
     from pssm.inference.exact.kalman import KalmanFilterResult, _emissions_and_mask, _inputs
 
-    y, mask = _emissions_and_mask(params, emissions, mask)
+    params, y, mask = _emissions_and_mask(params, emissions, mask)
     T = y.shape[0]
     u = _inputs(params, inputs, T)
     F, Q, H, R = params.dynamics_weights, params.dynamics_cov, params.emission_weights, params.emission_cov

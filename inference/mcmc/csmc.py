@@ -47,8 +47,9 @@ from pssm.inference.smc.filter import (
     validate_sequence,
 )
 from pssm.inference.smc.resampling import ess_of_normalized, multinomial, normalize_log_weights
+from pssm.jit import SameFunction
 from pssm.protocol import SSM, PyTree, inputs_at
-from pssm.validation import check_key
+from pssm.validation import check_key, is_tracer
 
 __all__ = [
     "REFERENCE_SLOT",
@@ -59,7 +60,6 @@ __all__ = [
     "conditional_smc",
     "csmc_kernel",
     "trace_genealogy",
-    "chunk_runner",
     "run_chunked",
 ]
 
@@ -260,6 +260,13 @@ def validate_reference(reference, T: int, name: str = "reference") -> Array:
     reference = jnp.asarray(reference)
     if reference.ndim < 1 or reference.shape[0] != T:
         raise ValueError(f"{name} must have leading time axis {T} (one state per emission); got {reference.shape}.")
+    if not is_tracer(reference) and jnp.issubdtype(reference.dtype, jnp.floating):
+        bad = ~np.isfinite(np.asarray(reference)).reshape(T, -1).all(-1)
+        if bad.any():
+            raise ValueError(
+                f"{name} holds NaN or ±inf at {int(bad.sum())} step(s) (first at t={int(np.argmax(bad))}); a "
+                "reference path must be a full, finite state path (missing data belongs in the emissions)."
+            )
     return reference
 
 
@@ -284,6 +291,7 @@ def conditional_smc(
     """
     check_key(key)
     fk = as_feynman_kac(model)
+    fk.model.check_params(params)
     emissions, mask, inputs = validate_sequence(emissions, inputs, mask, model=fk)
     reference = validate_reference(reference, emissions.shape[0])
     num_particles = validate_num_particles(num_particles)
@@ -326,55 +334,47 @@ def csmc_kernel(
 # ------------------------------------------------------------------------------------------------ loops
 
 
-def chunk_runner(step: Callable[[PRNGKeyArray, Any], tuple[Any, Any]]) -> Callable:
-    """The jitted chunk of :func:`run_chunked` for ``step``: ``run(carry, keys, active) -> (carry, outs)``.
+@eqx.filter_jit
+def _run_chunk(step, args, carry, keys, active):
+    def body(c, xs):
+        k, on = xs
+        c_new, out = step(k, c, *args)
+        c_new = jax.tree.map(lambda a, b: jnp.where(on, a, b), c_new, c)
+        return c_new, out
 
-    Build it once and pass it as ``runner=`` to several :func:`run_chunked` calls with the same chunk length (e.g.
-    warm-up and sampling, with the phase in the carry) so that one compilation serves them all.
-    """
-
-    @jax.jit
-    def run(carry, keys, active):
-        def body(c, args):
-            k, on = args
-            c_new, out = step(k, c)
-            c_new = jax.tree.map(lambda a, b: jnp.where(on, a, b), c_new, c)
-            return c_new, out
-
-        return jax.lax.scan(body, carry, (keys, active))
-
-    return run
+    return jax.lax.scan(body, carry, (keys, active))
 
 
 def run_chunked(
-    step: Callable[[PRNGKeyArray, Any], tuple[Any, Any]],
+    step: Callable[..., tuple[Any, Any]],
     carry: Any,
     key: PRNGKeyArray,
     num_iters: int,
     *,
+    args: tuple = (),
     chunk_size: int = 100,
+    exact_chunk: bool = False,
     progress: bool = False,
     desc: str = "",
-    runner: Callable | None = None,
 ) -> tuple[Any, Any]:
-    """Iterate ``carry, out = step(key, carry)`` ``num_iters`` times in jitted chunks of ``lax.scan``.
+    """Iterate ``carry, out = step(key, carry, *args)`` ``num_iters`` times in jitted chunks of ``lax.scan``.
 
     With ``progress`` a tqdm bar advances per chunk.  Outputs are stacked along a leading axis (on the host, numpy).
-    The last chunk is padded with iterations that leave the carry unchanged, so one compilation serves all.
-    ``runner``: a :func:`chunk_runner` of ``step`` to reuse across calls; then every chunk has exactly
-    ``chunk_size`` iterations (also when ``num_iters`` is smaller), so calls with different ``num_iters`` share
-    its compilation.  The keys are the same either way (``split(key, n)`` is a prefix of ``split(key, m > n)``).
+    The last chunk is padded with iterations that leave the carry unchanged, so one compilation serves all.  A
+    chunk has ``min(chunk_size, num_iters)`` iterations, or exactly ``chunk_size`` with ``exact_chunk`` (so runs of
+    different lengths, e.g. warm-up and sampling, share one compilation); the keys are the same either way
+    (``split(key, n)`` is a prefix of ``split(key, m > n)``).
+
+    Trace once: the chunk is one module-level ``equinox.filter_jit`` of ``(step, args, carry)``.  ``args`` is a
+    pytree whose arrays are traced and whose other leaves (models' settings, ints, strings, functions) are static;
+    ``step`` is compared by code and closure (:class:`pssm.jit.SameFunction`).  Repeated calls with the same
+    shapes and settings therefore reuse one compiled program; pass data through ``args``, not a closure.
     """
     num_iters = int(num_iters)
     if num_iters == 0:
         return carry, None
-    if runner is None:
-        chunk = max(1, min(int(chunk_size), num_iters))
-        run = chunk_runner(step)
-    else:
-        chunk = max(1, int(chunk_size))
-        run = runner
-
+    chunk = max(1, int(chunk_size)) if exact_chunk else max(1, min(int(chunk_size), num_iters))
+    step = SameFunction(step)
     keys = jax.random.split(key, -(-num_iters // chunk) * chunk)
     outs = []
     from tqdm.auto import tqdm
@@ -384,7 +384,7 @@ def run_chunked(
     while done < num_iters:
         n = min(chunk, num_iters - done)
         active = jnp.arange(chunk) < n
-        carry, out = run(carry, keys[done : done + chunk], active)
+        carry, out = _run_chunk(step, args, carry, keys[done : done + chunk], active)
         outs.append(jax.tree.map(lambda a, n=n: np.asarray(a[:n]), out))
         done += n
         bar.update(n)

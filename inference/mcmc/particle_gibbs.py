@@ -42,6 +42,7 @@ from pssm.inference.mcmc.csmc import (
 from pssm.inference.numpyro_model import make_numpyro_model, sample_params
 from pssm.inference.smc.backward import BackwardKernel
 from pssm.inference.smc.filter import FeynmanKac, as_feynman_kac
+from pssm.jit import SameFunction
 from pssm.params import freeze, is_spec, path_name
 from pssm.protocol import SSM, PyTree, simulate
 from pssm.validation import check_key
@@ -130,6 +131,18 @@ def particle_gibbs_step(
     return ParticleGibbsState(path, params), ParticleGibbsInfo(ll, ess, changed)
 
 
+def _sweep(key, st, fk, emissions, inputs, mask, conditional, num_particles, method, backward, store_paths):
+    """One sweep of every chain (``vmap``); module level, so repeated calls compile once."""
+
+    def one(k, s):
+        return particle_gibbs_step(
+            k, s, fk, emissions, conditional, num_particles, method=method, backward=backward, inputs=inputs, mask=mask
+        )
+
+    st, info = jax.vmap(one)(jax.random.split(key, st.path.shape[0]), st)
+    return st, (info, st.path if store_paths else None, st.params)
+
+
 def particle_gibbs(
     key: PRNGKeyArray,
     model: SSM | FeynmanKac,
@@ -184,18 +197,10 @@ def particle_gibbs(
             raise ValueError(f"state.path must have shape (num_chains={num_chains}, {T}, ...); got {state.path.shape}.")
         validate_reference(state.path[0], T, "state.path[chain]")
 
-    def one(k, st):
-        return particle_gibbs_step(
-            k, st, fk, emissions, conditional, num_particles, method=method, backward=backward, inputs=inputs, mask=mask
-        )
-
-    def step(k, st):
-        st, info = jax.vmap(one)(jax.random.split(k, num_chains), st)
-        return st, (info, st.path if store_paths else None, st.params)
-
     # warm-up and sampling share one compiled chunk; warm-up outputs are dropped
+    args = (fk, emissions, inputs, mask, SameFunction(conditional), num_particles, method, backward, store_paths)
     state, (info, paths, params) = run_chunked(
-        step, state, k_run, num_warmup + num_samples, chunk_size=chunk_size, progress=progress, desc="PG"
+        _sweep, state, k_run, num_warmup + num_samples, args=args, chunk_size=chunk_size, progress=progress, desc="PG"
     )
     info, paths, params = jax.tree.map(lambda a: a[num_warmup:], (info, paths, params))
     sw = lambda a: None if a is None else np.swapaxes(a, 0, 1)  # noqa: E731  (draw, chain) -> (chain, draw)

@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -32,7 +33,7 @@ from numpyro.distributions.transforms import biject_to
 
 from pssm.arviz import to_arviz
 from pssm.display import short_repr
-from pssm.inference.mcmc.csmc import chunk_runner, run_chunked, validate_num_particles, validate_sequence
+from pssm.inference.mcmc.csmc import run_chunked, validate_num_particles, validate_sequence
 from pssm.inference.numpyro_model import site_names
 from pssm.inference.smc.filter import FeynmanKac, as_feynman_kac, particle_filter
 from pssm.inference.smc.resampling import get_resampler
@@ -50,10 +51,16 @@ def _is_leaf(x):
     return x is None or isinstance(x, dist.Distribution)
 
 
+@jax.tree_util.register_pytree_node_class
 class ParamSpace:
     """Flat unconstrained coordinates for the sampled leaves of a prior pytree (``None`` leaves fixed at
     ``params``).  ``to_sites(u)`` gives constrained values by site name, ``to_params(u)`` the params pytree,
-    ``log_prior(u)`` the prior density of :math:`T(u)` times the Jacobian (the density of :math:`u`)."""
+    ``log_prior(u)`` the prior density of :math:`T(u)` times the Jacobian (the density of :math:`u`).
+
+    A pytree: the fixed params, the prior distributions and the transforms are its children (traced under
+    ``jit``), the layout its static part, so samplers compile once per layout, not once per call."""
+
+    _STATIC = ("treedef", "names", "shapes", "ushapes", "slots", "sizes", "dim")
 
     def __init__(self, prior: PyTree, params: PyTree | None = None):
         flat, treedef = jax.tree_util.tree_flatten_with_path(prior, is_leaf=_is_leaf)
@@ -78,6 +85,18 @@ class ParamSpace:
             self.slots.append(i)
         self.sizes = [int(np.prod(s)) for s in self.ushapes]
         self.dim = int(sum(self.sizes))
+
+    def tree_flatten(self):
+        static = tuple(getattr(self, a) for a in self._STATIC)
+        return (self.fixed, self.dists, self.transforms), tuple(tuple(v) if isinstance(v, list) else v for v in static)
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        space = object.__new__(cls)
+        space.fixed, space.dists, space.transforms = children
+        for name, value in zip(cls._STATIC, aux, strict=True):
+            setattr(space, name, list(value) if name != "dim" and name != "treedef" else value)
+        return space
 
     def _split(self, u):
         out, start = [], 0
@@ -237,6 +256,70 @@ def pmmh_step(
     return new, PMMHInfo(accept, new_ll, ll, ess)
 
 
+class _Options(NamedTuple):
+    """PMMH's static settings (hashable: one compilation per combination)."""
+
+    num_particles: int
+    resampling: str
+    ess_threshold: float
+    adapt: bool
+    adapt_start: int
+    use_spec: bool
+    """The prior is the model's ``param_spec`` (then ``model.log_prior``'s coupling terms are added)."""
+
+
+def _log_prior_u(fk: FeynmanKac, space: ParamSpace, opts: _Options, u: Array) -> Array:
+    if not opts.use_spec:
+        return space.log_prior(u)
+    p = space.to_params(u)  # the coupling terms of model.log_prior that the leaf priors do not carry
+    return space.log_prior(u) + (fk.model.log_prior(p) - spec_log_prior(fk.model.param_spec(), p))
+
+
+def _log_lik(key, u, fk, space, emissions, inputs, mask, opts):
+    r = particle_filter(
+        key,
+        fk,
+        space.to_params(u),
+        emissions,
+        opts.num_particles,
+        inputs=inputs,
+        mask=mask,
+        resampling=opts.resampling,
+        ess_threshold=opts.ess_threshold,
+    )
+    return jnp.where(r.collapsed, -jnp.inf, r.log_likelihood), jnp.mean(r.ess)
+
+
+@eqx.filter_jit
+def _start(keys, u0, proposal_cov, target):
+    fk, space, *_, opts = target
+    lls, _ = jax.vmap(lambda k, u: _log_lik(k, u, *target))(keys, u0)
+    lps = jax.vmap(lambda u: _log_prior_u(fk, space, opts, u))(u0)
+    return jax.vmap(lambda u, lp, ll: pmmh_init(u, lp, ll, proposal_cov))(u0, lps, lls)
+
+
+def _sweep(key, carry, fk, space, emissions, inputs, mask, opts):
+    """One PMMH step of every chain (the phase, adapting or not, in the carry)."""
+    st, adapting = carry
+    target = (fk, space, emissions, inputs, mask, opts)
+    st, info = jax.vmap(
+        lambda kk, s: pmmh_step(
+            kk,
+            s,
+            lambda u: _log_prior_u(fk, space, opts, u),
+            lambda k, u: _log_lik(k, u, *target),
+            adapt=adapting & opts.adapt,
+            adapt_start=opts.adapt_start,
+        )
+    )(jax.random.split(key, st.u.shape[0]), st)
+    return (st, adapting), (info, st.u)
+
+
+@eqx.filter_jit
+def _to_sites(space, us):
+    return jax.vmap(jax.vmap(space.to_sites))(us)
+
+
 def pmmh(
     key: PRNGKeyArray,
     model: SSM | FeynmanKac,
@@ -293,36 +376,14 @@ def pmmh(
             "frozen= applies to the model's param_spec (prior=None); with an explicit prior pytree hold a leaf fixed "
             "by giving it None there."
         )
-    spec = None
-    if prior is None:
+    use_spec = prior is None
+    if use_spec:
         prior = spec_prior(fk.model, frozen)
-        spec = fk.model.param_spec()
     space = ParamSpace(prior, params)
     d = space.dim
     dtype = jnp.result_type(float)
-
-    if spec is None:
-        log_prior_u = space.log_prior
-    else:  # the coupling terms of model.log_prior that the leaf priors do not carry (zero for independent priors)
-
-        def log_prior_u(u):
-            p = space.to_params(u)
-            return space.log_prior(u) + (fk.model.log_prior(p) - spec_log_prior(spec, p))
-
-    def log_lik(k, u):
-        r = particle_filter(
-            k,
-            fk,
-            space.to_params(u),
-            emissions,
-            num_particles,
-            inputs=inputs,
-            mask=mask,
-            resampling=resampling,
-            ess_threshold=ess_threshold,
-        )
-        ll = jnp.where(r.collapsed, -jnp.inf, r.log_likelihood)
-        return ll, jnp.mean(r.ess)
+    opts = _Options(num_particles, resampling, float(ess_threshold), bool(adapt), int(adapt_start), use_spec)
+    target = (fk, space, emissions, inputs, mask, opts)
 
     k_init, k_warm, k_run = jax.random.split(key, 3)
     if state is None:
@@ -341,30 +402,20 @@ def pmmh(
                 f"proposal_cov must be ({d}, {d}) for the {d} unconstrained coordinates of "
                 f"{space.names}; got {proposal_cov.shape}."
             )
-        lls, _ = jax.jit(jax.vmap(log_lik))(jax.random.split(k_init, num_chains), u0)
-        lps = jax.vmap(log_prior_u)(u0)
-        state = jax.vmap(lambda u, lp, ll: pmmh_init(u, lp, ll, proposal_cov))(u0, lps, lls)
+        state = _start(jax.random.split(k_init, num_chains), u0, proposal_cov, target)
     elif not isinstance(state, PMMHState):
         raise TypeError("state must be a PMMHState (result.state of a previous run) or None.")
     elif state.u.shape != (num_chains, d):
         raise ValueError(f"state.u must have shape ({num_chains}, {d}); got {state.u.shape}.")
 
     # warm-up and sampling share one compiled chunk: the phase (adapting or not) rides in the carry
-    def step(k, carry):
-        st, adapting = carry
-        st, info = jax.vmap(
-            lambda kk, s: pmmh_step(kk, s, log_prior_u, log_lik, adapt=adapting & adapt, adapt_start=adapt_start)
-        )(jax.random.split(k, num_chains), st)
-        return (st, adapting), (info, st.u)
-
     chunk = max(1, min(int(chunk_size), max(num_warmup, num_samples)))
-    runner = chunk_runner(step)
-    kw = dict(chunk_size=chunk, progress=progress, runner=runner)
+    kw = dict(args=target, chunk_size=chunk, exact_chunk=True, progress=progress)
     if num_warmup:
-        (state, _), _ = run_chunked(step, (state, jnp.asarray(True)), k_warm, num_warmup, desc="PMMH warmup", **kw)
-    (state, _), (info, us) = run_chunked(step, (state, jnp.asarray(False)), k_run, num_samples, desc="PMMH", **kw)
+        (state, _), _ = run_chunked(_sweep, (state, jnp.asarray(True)), k_warm, num_warmup, desc="PMMH warmup", **kw)
+    (state, _), (info, us) = run_chunked(_sweep, (state, jnp.asarray(False)), k_run, num_samples, desc="PMMH", **kw)
     us = np.swapaxes(us, 0, 1)  # (chain, draw, d)
-    sites = jax.jit(jax.vmap(jax.vmap(space.to_sites)))(jnp.asarray(us))
+    sites = _to_sites(space, jnp.asarray(us))
     sw = lambda a: np.swapaxes(np.asarray(a), 0, 1)  # noqa: E731
     acc = sw(info.accepted)
     chol = np.asarray(state.proposal_chol)

@@ -273,6 +273,26 @@ def ppg_step(
     return PPGState(r.path), PPGInfo(r.estimate, r.log_likelihood, jnp.mean(r.ess))
 
 
+def _ppg_iteration(
+    kk, st, fk, params, emissions, functional, num_particles, num_backward, backward, inputs, mask, store
+):
+    """One PPG iteration with its stored outputs; module level, so repeated calls compile once."""
+    st, info = ppg_step(
+        kk,
+        st,
+        fk,
+        params,
+        emissions,
+        functional,
+        num_particles,
+        num_backward=num_backward,
+        backward=backward,
+        inputs=inputs,
+        mask=mask,
+    )
+    return st, (info, st.frozen_path if store else None)
+
+
 def validate_backward(num_backward, backward):
     if isinstance(num_backward, bool) or not isinstance(num_backward, int | np.integer) or num_backward < 1:
         raise ValueError(
@@ -343,23 +363,10 @@ def paris_particle_gibbs(
     else:
         k_rest = k
 
-    def step(kk, st):
-        st, info = ppg_step(
-            kk,
-            st,
-            fk,
-            params,
-            emissions,
-            functional,
-            num_particles,
-            num_backward=num_backward,
-            backward=backward,
-            inputs=inputs,
-            mask=mask,
-        )
-        return st, (info, st.frozen_path if store_paths else None)
-
-    state, outs = run_chunked(step, state, key, k_rest, chunk_size=chunk_size, progress=progress, desc="PPG")
+    args = (fk, params, emissions, functional, num_particles, num_backward, backward, inputs, mask, store_paths)
+    state, outs = run_chunked(
+        _ppg_iteration, state, key, k_rest, args=args, chunk_size=chunk_size, progress=progress, desc="PPG"
+    )
     if first is not None:
         first = jax.tree.map(lambda a: np.asarray(a)[None], first)
         outs = first if outs is None else jax.tree.map(lambda a, b: np.concatenate([a, b]), first, outs)

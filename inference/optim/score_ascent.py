@@ -37,6 +37,7 @@ from pssm.inference.mcmc.ppg import PPGState, paris_sweep, ppg_step, validate_ba
 from pssm.inference.smc.backward import BackwardKernel
 from pssm.inference.smc.filter import FeynmanKac, as_feynman_kac
 from pssm.inference.smc.paris import default_backward_kernel, paris, score_functional
+from pssm.jit import SameFunction
 from pssm.params import ParamSpec, freeze, path_name, trainable_mask
 from pssm.protocol import SSM, PyTree
 from pssm.validation import check_key
@@ -185,6 +186,27 @@ def _theta_trainable(theta: PyTree, frozen: Sequence[str]) -> PyTree | None:
         raise KeyError(f"score_ascent frozen=: {err.args[0]}") from None
 
 
+def _sweep(kk, st, fk, params_fn, optimizer, emissions, num_particles, estimator, num_backward, backward, *rest):
+    """One update with its stored outputs; module level, so repeated calls compile once."""
+    inputs, mask, trainable = rest
+    st, (g, ll) = score_ascent_step(
+        kk,
+        st,
+        fk,
+        params_fn,
+        optimizer,
+        emissions,
+        num_particles,
+        estimator=estimator,
+        num_backward=num_backward,
+        backward=backward,
+        inputs=inputs,
+        mask=mask,
+        trainable=trainable,
+    )
+    return st, (st.theta, g, ll)
+
+
 def score_ascent(
     key: PRNGKeyArray,
     model: SSM | FeynmanKac,
@@ -266,26 +288,10 @@ def score_ascent(
         validate_reference(state.frozen_path, emissions.shape[0], "state.frozen_path")
     trainable = _theta_trainable(state.theta, frozen)
 
-    def step(kk, st):
-        st, (g, ll) = score_ascent_step(
-            kk,
-            st,
-            fk,
-            params_fn,
-            optimizer,
-            emissions,
-            num_particles,
-            estimator=estimator,
-            num_backward=num_backward,
-            backward=backward,
-            inputs=inputs,
-            mask=mask,
-            trainable=trainable,
-        )
-        return st, (st.theta, g, ll)
-
+    args = (fk, SameFunction(params_fn), optimizer, emissions, num_particles, estimator, num_backward, backward)
+    args += (inputs, mask, trainable)
     state, (thetas, scores, lls) = run_chunked(
-        step, state, k_run, k, chunk_size=chunk_size, progress=progress, desc=f"score ascent ({estimator})"
+        _sweep, state, k_run, k, args=args, chunk_size=chunk_size, progress=progress, desc=f"score ascent ({estimator})"
     )
     avg = jax.tree.map(lambda v: np.mean(v[k // 2 :], axis=0), thetas)
     return ScoreAscentResult(state.theta, avg, thetas, scores, lls, state)

@@ -187,6 +187,36 @@ def _zero_functional():
     return AdditiveFunctional.from_fn(lambda xp, x, t: jnp.zeros((), jnp.result_type(float)))
 
 
+def _move(kk, q, path, model, params, emissions, inputs, mask, settings):
+    """One Markov-kernel move of a chain's path (CSMC or a PPG refresh) targeting :math:`p_\\theta(x \\mid y)`."""
+    num_particles, kernel, proposal, method, _ = settings
+    fk = _q_feynman_kac(model, q) if proposal == "q" else FeynmanKac.bootstrap(model)
+    if kernel == "ppg":
+        functional = _zero_functional()
+        st, info = ppg_step(
+            kk, PPGState(path), fk, params, emissions, functional, num_particles, inputs=inputs, mask=mask
+        )
+        return st.frozen_path, info.log_likelihood
+    new, ll, _ = csmc_kernel(kk, fk, params, emissions, path, num_particles, method=method, inputs=inputs, mask=mask)
+    return new, ll
+
+
+def _sweep(kk, st, model, params, emissions, inputs, mask, optimizer, settings):
+    """Move every chain, then one optimiser step on the mean of :math:`-\\log q_\\lambda` over the new paths
+    (module level, so repeated calls compile once)."""
+    T = emissions.shape[0]
+    q_stop = jax.lax.stop_gradient(st.q)
+    data = (model, params, emissions, inputs, mask, settings)
+    keys = jax.random.split(kk, st.paths.shape[0])
+    paths, lls = jax.vmap(lambda k_, p_: _move(k_, q_stop, p_, *data))(keys, st.paths)
+    lq, g = jax.value_and_grad(lambda q: jnp.mean(jax.vmap(lambda p_: q_log_prob(q, p_))(paths)))(st.q)
+    neg = jax.tree.map(lambda v: -v / T, g)
+    updates, opt_state = optimizer.update(neg, st.opt_state, st.q)
+    q = optax.apply_updates(st.q, updates)
+    out = (lq, jnp.mean(lls), q_marginals(q)[0] if settings[-1] else None)
+    return ScoreClimbingState(q, opt_state, paths, st.iteration + 1), out
+
+
 def markov_score_climbing(
     key: PRNGKeyArray,
     model: SSM,
@@ -249,32 +279,16 @@ def markov_score_climbing(
     elif state.paths.shape[:2] != (num_chains, T):
         raise ValueError(f"state.paths must have shape ({num_chains}, {T}, D); got {state.paths.shape}.")
 
-    functional = _zero_functional()
-
-    def move(kk, q, path):
-        fk = _q_feynman_kac(model, q) if proposal == "q" else FeynmanKac.bootstrap(model)
-        if kernel == "ppg":
-            st, info = ppg_step(
-                kk, PPGState(path), fk, params, emissions, functional, num_particles, inputs=inputs, mask=mask
-            )
-            return st.frozen_path, info.log_likelihood
-        new, ll, _ = csmc_kernel(
-            kk, fk, params, emissions, path, num_particles, method=method, inputs=inputs, mask=mask
-        )
-        return new, ll
-
-    def step(kk, st):
-        q_stop = jax.lax.stop_gradient(st.q)
-        paths, lls = jax.vmap(lambda k_, p_: move(k_, q_stop, p_))(jax.random.split(kk, num_chains), st.paths)
-        lq, g = jax.value_and_grad(lambda q: jnp.mean(jax.vmap(lambda p_: q_log_prob(q, p_))(paths)))(st.q)
-        neg = jax.tree.map(lambda v: -v / T, g)
-        updates, opt_state = optimizer.update(neg, st.opt_state, st.q)
-        q = optax.apply_updates(st.q, updates)
-        out = (lq, jnp.mean(lls), q_marginals(q)[0] if store_means else None)
-        return ScoreClimbingState(q, opt_state, paths, st.iteration + 1), out
-
+    settings = (num_particles, kernel, proposal, method, store_means)
     state, (lqs, lls, means_tr) = run_chunked(
-        step, state, k_run, k, chunk_size=chunk_size, progress=progress, desc="Markov score climbing"
+        _sweep,
+        state,
+        k_run,
+        k,
+        args=(model, params, emissions, inputs, mask, optimizer, settings),
+        chunk_size=chunk_size,
+        progress=progress,
+        desc="Markov score climbing",
     )
     means, covs = jax.jit(q_marginals)(state.q)
     return ScoreClimbingResult(state.q, means, covs, lqs, lls, means_tr, state)

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any, Literal, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 from jaxtyping import Array, Float, PRNGKeyArray
@@ -23,9 +24,9 @@ from pssm.arviz import summary_group, to_arviz
 from pssm.boundary import as_sequences
 from pssm.display import short_repr
 from pssm.inference.numpyro_model import make_numpyro_model
-from pssm.params import freeze, is_spec, path_name
+from pssm.params import freeze, is_spec, leaf_names, path_name
 from pssm.protocol import PyTree
-from pssm.validation import check_key, check_positive_int
+from pssm.validation import check_key, check_positive_int, check_real
 
 __all__ = ["SVIResult", "fit_svi"]
 
@@ -72,17 +73,28 @@ def fit_svi(
     num_iters = check_positive_int(num_iters, "num_iters")
     if guide not in ("delta", "normal"):
         raise ValueError(f"guide must be 'delta' or 'normal'; got {guide!r}.")
+    check_real(learning_rate, "learning_rate", low=0.0, fix="Give Adam's step size, e.g. 0.01.")
     if hasattr(model, "check_params"):
         model.check_params(params)
+    frozen = (frozen,) if isinstance(frozen, str) else tuple(frozen)
+    # empty leaves (e.g. the input weights of a model without inputs) have nothing to fit: held as given
+    empty = [n for n, v in zip(leaf_names(params), jax.tree.leaves(params), strict=True) if np.size(v) == 0]
+    frozen += tuple(n for n in empty if n not in frozen)
     spec = model.param_spec()
     spec = freeze(spec, *frozen) if frozen else spec
     init, flat, treedef, given = _sites(spec, params)
-    fn = make_numpyro_model(model, params=params, frozen=tuple(frozen))
-    seqs = as_sequences(model, data, inputs) if model.discrete_states else data
+    fn = make_numpyro_model(model, params=params, frozen=frozen)
+    if model.discrete_states:
+        args, kwargs = (as_sequences(model, data, inputs),), {}
+    else:  # one sequence: ±inf refused, NaN rows (missing) masked out of the emission terms by the bridge
+        from pssm.inference.smc.filter import validate_sequence
+
+        validate_sequence(data, inputs, None, "data", model=model)  # the checks; the bridge masks NaN itself
+        args, kwargs = (jnp.asarray(data),), ({} if inputs is None else {"inputs": inputs})
     loc = init_to_value(values=init)
     g = AutoDelta(fn, init_loc_fn=loc) if guide == "delta" else AutoNormal(fn, init_loc_fn=loc, init_scale=init_scale)
     svi = SVI(fn, g, optax.adam(learning_rate), Trace_ELBO())
-    res = svi.run(key, num_iters, seqs, progress_bar=progress)
+    res = svi.run(key, num_iters, *args, progress_bar=progress, **kwargs)
     med = g.median(res.params)
     leaves = [med[path_name(p)] if s.trainable else v for (p, s), v in zip(flat, given, strict=True)]
     return SVIResult(jax.tree_util.tree_unflatten(treedef, leaves), res.losses, g, res.params)

@@ -438,6 +438,7 @@ def particle_filter(
     """
     check_key(key)
     fk = as_feynman_kac(model)
+    fk.model.check_params(params)
     emissions, mask, inputs = validate_sequence(emissions, inputs, mask, model=fk)
     _validate_common(num_particles, ess_threshold, sharding)
     get_resampler(resampling)

@@ -43,6 +43,7 @@ from pssm.inference.smc.filter import (
     validate_sequence,
 )
 from pssm.inference.smc.resampling import Resampler, get_resampler
+from pssm.jit import SameFunction
 from pssm.protocol import SSM, PyTree, inputs_at
 from pssm.validation import check_key
 
@@ -63,33 +64,6 @@ __all__ = [
 ]
 
 
-class _SameFunction:
-    """A function keyed by what it computes: equal when the code object, globals, defaults and closure contents
-    (by identity) are the same, so a lambda written inline in a loop compiles once (``jit`` caches on it)."""
-
-    __slots__ = ("fn", "_key")
-
-    def __init__(self, fn: Callable[..., PyTree]):
-        fn = fn.fn if isinstance(fn, _SameFunction) else fn
-        self.fn = fn
-        code = getattr(fn, "__code__", None)
-        if code is None:  # a builtin, functools.partial or callable object: identity
-            self._key = (id(fn),)
-        else:
-            cells = tuple(id(c.cell_contents) for c in (fn.__closure__ or ()))
-            defaults = tuple(id(d) for d in (fn.__defaults__ or ()))
-            self._key = (code, id(fn.__globals__), defaults, cells)
-
-    def __call__(self, *args):
-        return self.fn(*args)
-
-    def __eq__(self, other) -> bool:
-        return isinstance(other, _SameFunction) and self._key == other._key
-
-    def __hash__(self) -> int:
-        return hash(self._key)
-
-
 class AdditiveFunctional(eqx.Module):
     """:math:`h_0(x_0) + \\sum_t h_t(x_{t-1}, x_t)` with access to observations and inputs (final).
 
@@ -99,9 +73,9 @@ class AdditiveFunctional(eqx.Module):
     so :func:`paris` and PPG compile once for them.
     """
 
-    step_fn: Callable[..., PyTree] = eqx.field(converter=_SameFunction)
+    step_fn: Callable[..., PyTree] = eqx.field(converter=SameFunction)
     initial_fn: Callable[..., PyTree] | None = eqx.field(
-        default=None, converter=lambda f: None if f is None else _SameFunction(f)
+        default=None, converter=lambda f: None if f is None else SameFunction(f)
     )
     simple: bool = eqx.field(default=False, static=True)
     """True when built by :meth:`from_fn`: ``step_fn(x_prev, x, t)`` and ``initial_fn(x_0)``."""
@@ -360,6 +334,7 @@ def paris(
     """
     check_key(key)
     fk = as_feynman_kac(model)
+    fk.model.check_params(params)
     emissions, mask, inputs = validate_sequence(emissions, inputs, mask, model=fk)
     _validate_common(num_particles, ess_threshold, sharding)
     get_resampler(resampling)

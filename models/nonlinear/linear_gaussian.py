@@ -22,7 +22,7 @@ from numpyro.distributions import constraints
 from pssm.display import short_repr
 from pssm.distributions import GaussianTril
 from pssm.protocol import SSM
-from pssm.validation import as_float, check_positive_int
+from pssm.validation import as_float, check_array, check_positive_int
 
 __all__ = ["LGSSMParams", "LinearGaussianSSM"]
 
@@ -74,6 +74,10 @@ class LinearGaussianSSM(SSM):
     ) -> LGSSMParams:
         """Build params, filling defaults (zero means/biases/input weights, identity initial covariance)."""
         Dx, Dy, Du = self.state_dim, self.emission_dim, self.input_dim
+        given = dict(locals())
+        for name in LGSSMParams._fields:  # numeric input, named (a string or object array is refused here)
+            if given.get(name) is not None:
+                check_array(given[name], name, finite=False)
         f = as_float
         p = LGSSMParams(
             initial_mean=f(jnp.zeros(Dx) if initial_mean is None else initial_mean),
@@ -93,6 +97,7 @@ class LinearGaussianSSM(SSM):
         for name, arr, shape in zip(p._fields, p, expected, strict=True):
             if arr.shape != shape:
                 raise ValueError(f"{name} must have shape {shape} for this model; got {arr.shape}.")
+        self.check_params(p)  # supports: finite values, symmetric positive-definite covariances
         return p
 
     @property
@@ -149,6 +154,24 @@ class LinearGaussianSSM(SSM):
     def initial_proposal(self, params: LGSSMParams, emission, inputs=None) -> dist.Distribution:
         u = _u(inputs, self.input_dim, params.initial_mean.dtype)
         return _condition(params.initial_mean, params.initial_cov, params, emission, u)
+
+    def check_params(self, params: LGSSMParams) -> None:
+        """Type, dimensions (``state_dim``, ``emission_dim``, ``input_dim``) and supports of ``params``."""
+        if not (isinstance(params, tuple) and getattr(type(params), "_fields", None) == LGSSMParams._fields):
+            raise TypeError(
+                f"params must be LGSSMParams (LinearGaussianSSM(...).make_params(...) or .random_params(key)); "
+                f"got {type(params).__name__}."
+            )
+        dx, dy, du = self.state_dim, self.emission_dim, self.input_dim
+        want = LGSSMParams((dx,), (dx, dx), (dx, dx), (dx, du), (dx,), (dx, dx), (dy, dx), (dy, du), (dy,), (dy, dy))
+        for field, shape, leaf in zip(LGSSMParams._fields, want, params, strict=True):
+            if tuple(jnp.shape(leaf)) != shape:
+                raise ValueError(
+                    f"params.{field} has shape {tuple(jnp.shape(leaf))}; LinearGaussianSSM(state_dim={dx}, "
+                    f"emission_dim={dy}, input_dim={du}) needs {shape}. Build params with this model's "
+                    "make_params(...) or random_params(key)."
+                )
+        super().check_params(params)
 
     def param_constraints(self) -> LGSSMParams:
         r, p = constraints.real, constraints.positive_definite
