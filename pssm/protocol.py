@@ -295,6 +295,16 @@ def log_joint(
     emissions, observed = split_missing(emissions, 1, mask)
     mask = None if mask is None and emissions.dtype.kind not in "fc" else observed
     T = emissions.shape[0]
+    for leaf in jax.tree.leaves(states):
+        if jnp.shape(leaf)[:1] != (T,):
+            raise ValueError(f"states must have one entry per emission (leading axis {T}); got {jnp.shape(leaf)}.")
+    if model.discrete_states and not isinstance(states, jax.core.Tracer):
+        z = jnp.asarray(states)
+        if z.size and not bool((z.min() >= 0) & (z.max() < model.num_states)):
+            raise ValueError(
+                f"states must be integers in [0, {model.num_states}) for a {model.num_states}-state model; got values "
+                f"from {int(z.min())} to {int(z.max())}."
+            )
     ts = jnp.arange(T)
     inputs = model_inputs(model, emissions, inputs)
     x_first = jax.tree.map(lambda a: a[0], states)

@@ -316,3 +316,23 @@ def test_log_joint_drops_nan_rows_like_the_mask(lg):
     got = pssm.log_joint(model, params, x, jnp.asarray(y_nan))
     assert np.isfinite(got)
     np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_log_joint_checks_the_states_and_pmmh_and_glm_simulation_check_their_inputs(hmm):
+    from pssm.inference import pmmh
+
+    model, params, y = hmm
+    z = np.zeros(T, int)
+    assert np.isfinite(pssm.log_joint(model, params, z, y))
+    with pytest.raises(ValueError, match="leading axis 8"):
+        pssm.log_joint(model, params, z[:5], y)
+    with pytest.raises(ValueError, match=r"integers in \[0, 2\)"):
+        pssm.log_joint(model, params, np.where(np.arange(T) == 3, 5, z), y)
+    sv = pm.StochasticVolatility()
+    with pytest.raises(ValueError, match="sigma"):
+        pmmh(jax.random.PRNGKey(0), sv, sv.make_params()._replace(sigma=jnp.asarray(-0.3)), np.zeros(T),
+             num_samples=2, num_particles=8, num_warmup=0, num_chains=1)  # fmt: skip
+    glm = pm.HMMGLM(2, 3, basis=None, shared_bias=False)
+    gp = glm.initialize(jax.random.PRNGKey(0), np.ones((20, 3)))
+    with pytest.raises(ValueError, match="num_covariates=0"):
+        pm.simulate_hmm_glm(jax.random.PRNGKey(0), glm, gp, 10, covariates=np.zeros((10, 1)))

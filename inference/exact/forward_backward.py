@@ -82,7 +82,8 @@ def _check_hmm(args: dict[str, Any]) -> None:
     lt = check_array(args["log_transitions"], "log_transitions", ndim=(2, 3), finite=False)
     _prep(args["log_initial"], lt, ll, None)  # shapes agree (S states, T steps)
     hints = {
-        "log_likelihoods": "a missing observation contributes log-likelihood 0 in every state: set its row to 0",
+        "log_likelihoods": "values must be finite or -inf; a missing observation contributes log-likelihood 0 in every "
+        "state, so set its row to 0",
         "log_initial": "give log-probabilities (-inf for an impossible state)",
         "log_transitions": "give log-probabilities (-inf for an impossible transition)",
     }

@@ -361,6 +361,8 @@ def pmmh(
     """
     check_key(key)
     fk = as_feynman_kac(model)
+    if params is not None:  # the fixed leaves and (without init or state) the chains' start
+        fk.model.check_params(params)
     emissions, mask, inputs = validate_sequence(emissions, inputs, mask)  # particle_filter prepares the inputs
     num_particles = validate_num_particles(num_particles, 1)
     num_samples = validate_num_particles(num_samples, 1, "num_samples")

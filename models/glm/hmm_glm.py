@@ -89,6 +89,13 @@ def simulate_hmm_glm(
     cov = None if covariates is None else jnp.asarray(covariates)
     if D and cov is None:
         raise ValueError(f"the model has num_covariates={D}; pass covariates (T, D) (or (B, T, D)).")
+    if not D and cov is not None:
+        raise ValueError(
+            "covariates were given but the model has num_covariates=0 (they would be ignored); build the model with "
+            "HMMGLM(..., num_covariates=D) or pass covariates=None."
+        )
+    if D and cov.shape[-1] != D:
+        raise ValueError(f"covariates must have {D} columns (num_covariates); got shape {tuple(cov.shape)}.")
 
     def one(k, c):
         z, y = simulate(k, model, params, num_timesteps, c)
