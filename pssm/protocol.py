@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 import numpyro.distributions as dist
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 from numpyro.distributions import constraints
@@ -299,8 +300,8 @@ def log_joint(
         if jnp.shape(leaf)[:1] != (T,):
             raise ValueError(f"states must have one entry per emission (leading axis {T}); got {jnp.shape(leaf)}.")
     if model.discrete_states and not isinstance(states, jax.core.Tracer):
-        z = jnp.asarray(states)
-        if z.size and not bool((z.min() >= 0) & (z.max() < model.num_states)):
+        z = np.asarray(states)  # host-side: no eager reductions to compile
+        if z.size and not (z.min() >= 0 and z.max() < model.num_states):
             raise ValueError(
                 f"states must be integers in [0, {model.num_states}) for a {model.num_states}-state model; got values "
                 f"from {int(z.min())} to {int(z.max())}."

@@ -24,8 +24,9 @@ def pytest_configure(config):
         os.environ[_CRASH_DIR] = config._pssm_crash_dir = tempfile.mkdtemp(prefix="pssm-test-crashes-")
     elif os.environ.get(_CRASH_DIR):
         name = f"{os.environ.get('PYTEST_XDIST_WORKER', 'worker')}-{os.getpid()}.txt"
-        config._pssm_crash_file = open(Path(os.environ[_CRASH_DIR]) / name, "w")  # noqa: SIM115 - open till exit
-        faulthandler.enable(file=config._pssm_crash_file, all_threads=True)
+        # a raw descriptor, open for the worker's life: faulthandler writes to it from the signal handler
+        fd = os.open(Path(os.environ[_CRASH_DIR]) / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        faulthandler.enable(file=fd, all_threads=True)
 
 
 def pytest_terminal_summary(terminalreporter, config):
@@ -68,7 +69,7 @@ def _release_compiled_programs():
     every program of a full run alive passes Linux's ``vm.max_map_count`` (65530) and then segfaults inside the
     compiler.  Clearing after every module would recompile the small programs modules share, so clear rarely."""
     yield
-    if os.environ.get("PSSM_TEST_CLEAR_EVERY_MODULE") or _num_mappings() > _max_map_count() // 2:
+    if _num_mappings() > _max_map_count() // 2:
         jax.clear_caches()
 
 

@@ -80,7 +80,7 @@ def _check_hmm(args: dict[str, Any]) -> None:
     ll = check_array(args["log_likelihoods"], "log_likelihoods", ndim=2, finite=False)
     check_array(args["log_initial"], "log_initial", ndim=1, finite=False)
     lt = check_array(args["log_transitions"], "log_transitions", ndim=(2, 3), finite=False)
-    _prep(args["log_initial"], lt, ll, None)  # shapes agree (S states, T steps)
+    _check_shapes(args["log_initial"], lt, ll)
     hints = {
         "log_likelihoods": "values must be finite or -inf; a missing observation contributes log-likelihood 0 in every "
         "state, so set its row to 0",
@@ -119,16 +119,20 @@ def _check_hmm(args: dict[str, Any]) -> None:
             )
 
 
-def _prep(log_initial, log_transitions, log_likelihoods, length):
-    T, S = log_likelihoods.shape
+def _check_shapes(log_initial, log_transitions, log_likelihoods) -> tuple[int, int]:
+    T, S = jnp.shape(log_likelihoods)
     if jnp.shape(log_initial) != (S,):
-        raise ValueError(f"log_initial must have shape ({S},) to match log_likelihoods {log_likelihoods.shape}.")
-    if log_transitions.shape not in ((S, S), (T - 1, S, S)):
+        raise ValueError(f"log_initial must have shape ({S},) to match log_likelihoods {(T, S)}.")
+    if jnp.shape(log_transitions) not in ((S, S), (T - 1, S, S)):
         raise ValueError(
-            f"log_transitions must have shape ({S}, {S}) or ({T - 1}, {S}, {S}); got {log_transitions.shape}."
+            f"log_transitions must have shape ({S}, {S}) or ({T - 1}, {S}, {S}); got {jnp.shape(log_transitions)}."
         )
-    length = jnp.asarray(T if length is None else length)
-    return T, S, length
+    return T, S
+
+
+def _prep(log_initial, log_transitions, log_likelihoods, length):
+    T, S = _check_shapes(log_initial, log_transitions, log_likelihoods)
+    return T, S, jnp.asarray(T if length is None else length)
 
 
 def _trans_at(log_transitions, t):

@@ -86,16 +86,9 @@ def _check_params(params: Any) -> None:
     """``params``: an :class:`LGSSMParams` whose leaves agree with the dimensions of ``initial_mean`` (state),
     ``emission_weights`` (emissions) and ``dynamics_input_weights`` (inputs) and lie in their supports (finite;
     symmetric positive-definite covariances).  Values only when concrete."""
-    from pssm.models.nonlinear.linear_gaussian import LGSSMParams, LinearGaussianSSM
+    from pssm.models.nonlinear.linear_gaussian import LinearGaussianSSM, lgssm_params_dims
 
-    if not (isinstance(params, tuple) and getattr(type(params), "_fields", None) == LGSSMParams._fields):
-        raise TypeError(
-            f"params must be LGSSMParams (LinearGaussianSSM(...).make_params(...) or .random_params(key)); got "
-            f"{type(params).__name__}."
-        )
-    m, h, b = (jnp.shape(a) for a in (params.initial_mean, params.emission_weights, params.dynamics_input_weights))
-    dims = (m[-1] if m else 0, h[0] if h else 0, b[-1] if len(b) == 2 else 0)
-    LinearGaussianSSM(*dims).check_params(params)
+    LinearGaussianSSM(*lgssm_params_dims(params)).check_params(params)
 
 
 def _check_arguments(arguments: dict) -> None:

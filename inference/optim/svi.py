@@ -24,6 +24,7 @@ from pssm.arviz import summary_group, to_arviz
 from pssm.boundary import as_sequences
 from pssm.display import short_repr
 from pssm.inference.numpyro_model import make_numpyro_model
+from pssm.inference.smc.filter import validate_sequence
 from pssm.params import freeze, is_spec, leaf_names, path_name
 from pssm.protocol import PyTree
 from pssm.validation import check_key, check_positive_int, check_real
@@ -87,8 +88,6 @@ def fit_svi(
     if model.discrete_states:
         args, kwargs = (as_sequences(model, data, inputs),), {}
     else:  # one sequence: ±inf refused, NaN rows (missing) masked out of the emission terms by the bridge
-        from pssm.inference.smc.filter import validate_sequence
-
         validate_sequence(data, inputs, None, "data", model=model)  # the checks; the bridge masks NaN itself
         args, kwargs = (jnp.asarray(data),), ({} if inputs is None else {"inputs": inputs})
     loc = init_to_value(values=init)

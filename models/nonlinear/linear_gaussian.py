@@ -11,7 +11,7 @@ when particle methods ``vmap`` it over many particles).
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -157,11 +157,7 @@ class LinearGaussianSSM(SSM):
 
     def check_params(self, params: LGSSMParams) -> None:
         """Type, dimensions (``state_dim``, ``emission_dim``, ``input_dim``) and supports of ``params``."""
-        if not (isinstance(params, tuple) and getattr(type(params), "_fields", None) == LGSSMParams._fields):
-            raise TypeError(
-                f"params must be LGSSMParams (LinearGaussianSSM(...).make_params(...) or .random_params(key)); "
-                f"got {type(params).__name__}."
-            )
+        require_lgssm_params(params)
         dx, dy, du = self.state_dim, self.emission_dim, self.input_dim
         want = LGSSMParams((dx,), (dx, dx), (dx, dx), (dx, du), (dx,), (dx, dx), (dy, dx), (dy, du), (dy,), (dy, dy))
         for field, shape, leaf in zip(LGSSMParams._fields, want, params, strict=True):
@@ -176,6 +172,23 @@ class LinearGaussianSSM(SSM):
     def param_constraints(self) -> LGSSMParams:
         r, p = constraints.real, constraints.positive_definite
         return LGSSMParams(r, p, r, r, r, p, r, r, r, p)
+
+
+def require_lgssm_params(params: Any) -> None:
+    """``TypeError`` unless ``params`` is an :class:`LGSSMParams` (or a NamedTuple with its fields)."""
+    if not (isinstance(params, tuple) and getattr(type(params), "_fields", None) == LGSSMParams._fields):
+        raise TypeError(
+            f"params must be LGSSMParams (LinearGaussianSSM(...).make_params(...) or .random_params(key)); got "
+            f"{type(params).__name__}."
+        )
+
+
+def lgssm_params_dims(params: LGSSMParams) -> tuple[int, int, int]:
+    """``(state_dim, emission_dim, input_dim)`` read off ``initial_mean``, ``emission_weights`` and
+    ``dynamics_input_weights`` (what a params-only function such as the Kalman filter checks against)."""
+    require_lgssm_params(params)
+    m, h, b = (jnp.shape(a) for a in (params.initial_mean, params.emission_weights, params.dynamics_input_weights))
+    return (m[-1] if m else 0, h[0] if h else 0, b[-1] if len(b) == 2 else 0)
 
 
 def _condition(m, P, params: LGSSMParams, y, u) -> GaussianTril:
