@@ -29,6 +29,15 @@ Usage: ``python benchmarks/bad_inputs.py [--quick] [--list]``; prints ONE JSON o
 
 from __future__ import annotations
 
+import os
+import sys
+
+if __name__ == "__main__" and "PYTHONHASHSEED" not in os.environ:
+    # NumPyro iterates sets of site and field names, so float sums (and SVI runs) differ at 1e-14 between processes
+    # with different string hashing: the kill-and-resume checks compare runs made in two processes, so fix it
+    os.environ["PYTHONHASHSEED"] = "0"
+    os.execv(sys.executable, [sys.executable, *sys.argv])
+
 import jax
 
 jax.config.update("jax_enable_x64", True)
@@ -38,11 +47,9 @@ import argparse  # noqa: E402
 import dataclasses  # noqa: E402
 import functools  # noqa: E402
 import json  # noqa: E402
-import os  # noqa: E402
 import re  # noqa: E402
 import signal  # noqa: E402
 import subprocess  # noqa: E402
-import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
@@ -696,7 +703,8 @@ def nwb_cases() -> None:
 
 # --------------------------------------------------------------------------------------------- Kalman
 def _dense_lg(p, y, observed):
-    """Exact log p(y_obs) and E[x | y_obs], Var[x_t | y_obs] by dense Gaussian conditioning on the observed rows."""
+    """Exact log p(y_obs) and E[x | y_obs], Var[x_t | y_obs] by dense Gaussian conditioning on the observed rows
+    (``observed`` (T,)) or entries (``observed`` (T, Dy))."""
     P = {k: np.asarray(v, np.float64) for k, v in p._asdict().items()}
     T, Dy = y.shape
     Dx = P["initial_mean"].shape[0]
@@ -716,7 +724,9 @@ def _dense_lg(p, y, observed):
     Hb = np.kron(np.eye(T), H)
     my = Hb @ mx.ravel() + np.tile(P["emission_bias"], T)
     Sy = Hb @ C @ Hb.T + np.kron(np.eye(T), R)
-    rows = np.concatenate([np.arange(t * Dy, (t + 1) * Dy) for t in range(T) if observed[t]] or [np.zeros(0, int)])
+    observed = np.asarray(observed, bool)
+    entries = observed if observed.ndim == 2 else np.broadcast_to(observed[:, None], (T, Dy))
+    rows = np.flatnonzero(entries.ravel())  # the observed entries (a row, or single coordinates)
     yv = np.nan_to_num(y).ravel()[rows]
     Srr = Sy[np.ix_(rows, rows)]
     Cxr = (C @ Hb.T)[:, rows]
@@ -737,6 +747,9 @@ def _kal_view(r):
     if isinstance(r, inf.KalmanSmootherResult):
         return (r.log_likelihood, r.smoothed_means, jnp.diagonal(r.smoothed_covs, axis1=-2, axis2=-1))
     return r.log_likelihood if hasattr(r, "log_likelihood") else r
+
+
+ONE_ENTRY = (np.arange(12)[:, None] == 3) & (np.arange(2) == 0)  # step 3, coordinate 0
 
 
 def kalman_cases() -> None:
@@ -823,9 +836,9 @@ def kalman_cases() -> None:
         )
         case(
             e,
-            "NaN in one coordinate only -> whole row missing",
-            lambda call=call: call(np.where((np.arange(12)[:, None] == 3) & (np.arange(2) == 0), np.nan, y)),
-            handles(lambda r, call=call: vs_dense(r, full=lambda: _dense_lg(p, y, np.arange(12) != 3))),
+            "NaN in one coordinate only -> the other coordinate observed",
+            lambda call=call: call(np.where(ONE_ENTRY, np.nan, y)),
+            handles(lambda r, call=call: vs_dense(r, full=lambda: _dense_lg(p, y, ~ONE_ENTRY))),
             False,
         )
         case(
@@ -1037,6 +1050,17 @@ def fb_cases() -> None:
             return d < 1e-9, f"max abs err vs enumeration {d:.3g}"
 
         case(e, "vs brute-force enumeration", lambda f=f: f(li, lt, ll), handles(vs_enum), q)
+        impossible = np.where(np.arange(T)[:, None] == 2, -np.inf, ll)  # every state ruled out at step 2
+
+        def flagged(r):
+            if isinstance(r, inf.HMMPosterior | inf.HMMFilterResult):
+                ok = int(r.impossible_step) == 2 and float(r.log_likelihood) == -np.inf
+                return ok, f"impossible_step {int(r.impossible_step)}, log-likelihood {float(r.log_likelihood)}"
+            return float(r) == -np.inf, f"log-likelihood {float(r)}"
+
+        expect = raises("state path", "observation") if e == "hmm_viterbi" else handles(flagged)
+        desc = "impossible observation (every state -inf at t=2)"
+        case(e, desc, lambda f=f, bad=impossible: f(li, lt, bad), expect, q)
     key_cases("hmm_posterior_sample", lambda k: inf.hmm_posterior_sample(k, li, lt, ll), quick=True)
     case(
         "hmm_posterior_sample",
@@ -1502,6 +1526,32 @@ def smc_cases() -> None:
         "phi NaN",
         lambda: pf(K(0), ms, ps._replace(phi=jnp.nan), ys, 16),
         raises("params", "phi"),
+        True,
+    )
+    # an observation no particle can explain (its density underflows to 0 for all): the filter collapses
+    yc = np.asarray(ys, np.float64).copy()
+    yc[5] = 1e200
+    hist = functools.cache(lambda: pf(K(0), ms, ps, yc, 16, history=True).history)
+    collapsing = {
+        "paris": lambda **k: smc.paris(K(0), ms, ps, yc, 16, lambda xp, x, t: x, **k),
+        "particle_smoother": lambda **k: smc.particle_smoother(K(0), ms, ps, yc, 16, 4, **k),
+        "ffbsi": lambda **k: smc.ffbsi(K(1), ms, ps, hist(), 4, **k),
+        "marginal_smoother": lambda **k: smc.marginal_smoother(ms, ps, hist(), **k),
+    }
+    for e2, call in collapsing.items():
+        case(e2, "collapsed filter (an impossible observation)", call, raises("collapsed"), True)
+        case(
+            e2,
+            "collapsed filter with allow_collapsed=True",
+            lambda call=call: call(allow_collapsed=True),
+            handles(lambda r: (bool(getattr(r, "collapsed", True)), "returned (PaRIS flags collapsed=True)")),
+            False,
+        )
+    case(
+        "particle_filter[SV]",
+        "collapsed filter is flagged",
+        lambda: pf(K(0), ms, ps, yc, 16, history=True),
+        handles(lambda r: (bool(r.collapsed) and bool(r.history.collapsed[5]), f"collapsed={bool(r.collapsed)}")),
         True,
     )
     case(
@@ -2626,43 +2676,110 @@ def _interrupt(epoch, loss):
 
 
 def resume_checks(quick: bool) -> dict:
-    from pssm.inference.variational import fit_vae
+    """Every run that takes ``checkpoint=``: interrupted (an exception after a checkpoint; in the full run also a
+    child process SIGKILLed after its first checkpoint), resumed, compared bit for bit with an uninterrupted run."""
+    from helpers.long_runs import RUNS
 
     algos, identical, detail = [], [], {}
-    variants = [("fit_vae[elbo] (callback raises after epoch 1)", "elbo", "raise")]
-    if not quick:
-        variants += [
-            ("fit_vae[fivo] (callback raises after epoch 1)", "fivo", "raise"),
-            ("fit_vae[elbo] (child SIGKILLed after 1st checkpoint)", "elbo", "kill"),
-        ]
-    for name, bound, how in variants:
+    names = ["fit_vae[elbo]"] + ([] if quick else ["fit_vae[fivo]", *RUNS])
+    for name in names:
         algos.append(name)
-        path = TMP / f"ckpt_{bound}_{how}.npz"
-        m, p, seqs, kw = _vae_kw(bound=bound)
-        full = fit_vae(K(7), m, p, seqs, **kw)
-        if how == "raise":
-            try:
-                fit_vae(K(7), m, p, seqs, **_vae_kw(path, _interrupt, bound)[3])
-                detail[name] = "callback exception did not stop the run"
-                continue
-            except _Interrupt:
-                pass
-        else:
-            env = dict(os.environ, JAX_PLATFORMS="cpu")
-            proc = subprocess.run(
-                [sys.executable, __file__, "--child-vae", str(path)], env=env, capture_output=True, timeout=300
-            )
-            if proc.returncode != -signal.SIGKILL or not path.exists():
-                detail[name] = f"child exited {proc.returncode} (checkpoint exists: {path.exists()})"
-                continue
-        resumed = fit_vae(K(7), m, p, seqs, **_vae_kw(path, None, bound)[3])
-        d = max_diff(
-            (full.params, full.guide_params, full.losses), (resumed.params, resumed.guide_params, resumed.losses)
-        )
-        detail[name] = f"max abs diff {d:.3g}"
-        if d == 0.0:
+        vae = name.startswith("fit_vae")
+        hows = ("raise",) if quick or (vae and "fivo" in name) else ("raise", "kill")
+        check = _resume_vae if vae else _resume_run
+        if all([check(name, how, detail) for how in hows]):
             identical.append(name)
     return {"resume_algorithms": algos, "resume_identical": identical, "resume_detail": detail}
+
+
+def _resume_vae(name: str, how: str, detail: dict) -> bool:
+    from pssm.inference.variational import fit_vae
+
+    bound = name[len("fit_vae[") : -1]
+    path = TMP / f"ckpt_{bound}_{how}.npz"
+    m, p, seqs, kw = _vae_kw(bound=bound)
+    full = fit_vae(K(7), m, p, seqs, **kw)
+    if how == "raise":
+        try:
+            fit_vae(K(7), m, p, seqs, **_vae_kw(path, _interrupt, bound)[3])
+            detail[f"{name} ({how})"] = "callback exception did not stop the run"
+            return False
+        except _Interrupt:
+            pass
+    elif not _killed_child(["--child-vae", str(path)], path, name, detail):
+        return False
+    resumed = fit_vae(K(7), m, p, seqs, **_vae_kw(path, None, bound)[3])
+    d = max_diff((full.params, full.guide_params, full.losses), (resumed.params, resumed.guide_params, resumed.losses))
+    detail[f"{name} ({'callback raises after epoch 1' if how == 'raise' else 'child SIGKILLed'})"] = (
+        f"max abs diff {d:.3g}"
+    )
+    return d == 0.0
+
+
+def _killed_child(argv: list[str], path: Path, name: str, detail: dict) -> bool:
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, __file__, *argv], env=env, capture_output=True, timeout=600)
+    if proc.returncode != -signal.SIGKILL or not any(path.parent.glob(path.name + "*")):
+        detail[f"{name} (child SIGKILLed)"] = f"child exited {proc.returncode}: {proc.stderr.decode()[-300:]}"
+        return False
+    return True
+
+
+def _resume_run(name: str, how: str, detail: dict) -> bool:
+    from helpers.long_runs import RUNS, max_abs_diff
+
+    run, target, calls = RUNS[name]
+    path = TMP / f"ckpt_{name.replace('[', '_').replace(']', '')}_{how}"
+    for old in TMP.glob(path.name + "*"):
+        old.unlink()
+    full = run(None)
+    if how == "raise":
+        module, attr = target
+        real = getattr(module, attr)
+        try:
+            setattr(module, attr, _after(real, calls, _raise))
+            run(path)
+            detail[f"{name} (raise)"] = "the interruption did not stop the run"
+            return False
+        except _Interrupt:
+            pass
+        finally:
+            setattr(module, attr, real)
+    elif not _killed_child(["--child-run", name, str(path)], path, name, detail):
+        return False
+    d = max_abs_diff(full, run(path))
+    label = f"exception after {calls} steps" if how == "raise" else f"child SIGKILLed after {calls} steps"
+    detail[f"{name} ({label})"] = f"max abs diff {d:.3g}"
+    return d == 0.0
+
+
+def _raise():
+    raise _Interrupt
+
+
+def _sigkill():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _after(real, calls: int, stop):
+    seen = []
+
+    def step(*a, **k):
+        seen.append(1)
+        if len(seen) > calls:
+            stop()
+        return real(*a, **k)
+
+    return step
+
+
+def child_run(name: str, path: str) -> None:
+    """Child process: the named long run with a checkpoint, SIGKILLed at its step number ``calls + 1``."""
+    from helpers.long_runs import RUNS
+
+    run, (module, attr), calls = RUNS[name]
+    setattr(module, attr, _after(getattr(module, attr), calls, _sigkill))
+    run(path)
 
 
 def child_vae(path: str) -> None:
@@ -2734,9 +2851,13 @@ def main() -> None:
     ap.add_argument("--only", default="", help="comma-separated builder names (debugging)")
     ap.add_argument("--verbose", action="store_true", help="print every case's outcome")
     ap.add_argument("--child-vae", default="", help=argparse.SUPPRESS)
+    ap.add_argument("--child-run", nargs=2, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child_vae:
         child_vae(args.child_vae)
+        return
+    if args.child_run:
+        child_run(*args.child_run)
         return
     t0 = time.perf_counter()
     only = set(filter(None, args.only.split(",")))

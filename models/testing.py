@@ -28,7 +28,8 @@ __all__ = [
 
 
 def dense_lgssm_posterior(params, emissions, inputs=None):
-    """Joint Gaussian of (x_{0:T-1}, y_{0:T-1}) for an LG-SSM, conditioned densely.
+    """Joint Gaussian of (x_{0:T-1}, y_{0:T-1}) for an LG-SSM, conditioned densely on the observed (non-NaN)
+    entries of ``emissions``.
 
     Returns ``(log_likelihood, means (T, Dx), covs (T, Dx, Dx), cross (T-1, Dx, Dx))`` with
     ``cross[t] = Cov(x_{t+1}, x_t | y)``.
@@ -56,10 +57,12 @@ def dense_lgssm_posterior(params, emissions, inputs=None):
     Hb = np.kron(np.eye(T), H)
     my = Hb @ mx.ravel() + (u @ p["emission_input_weights"].T + p["emission_bias"]).ravel()
     Sy = Hb @ Sx @ Hb.T + np.kron(np.eye(T), R)
-    ll = multivariate_normal(my, Sy).logpdf(y.ravel())
-    K = np.linalg.solve(Sy, Hb @ Sx).T
-    pm = (mx.ravel() + K @ (y.ravel() - my)).reshape(T, Dx)
-    pc = Sx - K @ Hb @ Sx
+    o = ~np.isnan(y.ravel())  # condition on the observed entries only (NaN = missing)
+    yo, myo, Hbo = y.ravel()[o], my[o], Hb[o]
+    ll = multivariate_normal(myo, Sy[np.ix_(o, o)]).logpdf(yo) if o.any() else 0.0
+    K = np.linalg.solve(Sy[np.ix_(o, o)], Hbo @ Sx).T
+    pm = (mx.ravel() + K @ (yo - myo)).reshape(T, Dx)
+    pc = Sx - K @ Hbo @ Sx
     blocks = lambda i, j: pc[i * Dx : (i + 1) * Dx, j * Dx : (j + 1) * Dx]  # noqa: E731
     covs = np.stack([blocks(t, t) for t in range(T)])
     cross = np.stack([blocks(t + 1, t) for t in range(T - 1)]) if T > 1 else np.zeros((0, Dx, Dx))

@@ -26,6 +26,7 @@ __all__ = [
     "ModelData",
     "as_sequences",
     "as_model_data",
+    "check_inputs_taken",
     "is_single_sequence",
     "unbatch",
     "with_model_inputs",
@@ -40,6 +41,23 @@ class ModelData(Sequences):
 
 def _kind(model: SSM) -> tuple[str, int | None]:
     return getattr(model, "data_kind", "real"), getattr(model, "num_classes", None)
+
+
+def check_inputs_taken(model: Any, inputs: PyTree, name: str = "inputs") -> None:
+    """Refuse ``inputs`` for a model that declares it reads none (:attr:`pssm.SSM.takes_inputs` ``False``): they
+    would be ignored, a silently different model from the one the user meant."""
+    ssm = getattr(model, "model", model)  # a FeynmanKac wraps its model
+    if inputs is None or not jax.tree.leaves(inputs) or getattr(ssm, "takes_inputs", True):
+        return
+    shapes = [tuple(np.shape(a)) for a in jax.tree.leaves(inputs)]
+    what = type(ssm).__name__
+    if hasattr(ssm, "emission_component"):
+        what += f" with {type(ssm.emission_component).__name__}"
+    raise ValueError(
+        f"{name} were given (leaf shapes {shapes}) but {what} reads no inputs, so they would be "
+        "ignored. Pass inputs=None, or use a model that takes them (e.g. HMMGLM(..., num_covariates=D), "
+        "LinearGaussianSSM(..., input_dim=D))."
+    )
 
 
 def _shape_error(name, got, want, model):
@@ -60,7 +78,10 @@ def as_sequences(
     """Coerce ``data`` once at the boundary and check it against ``model.emission_shape`` and its data kind."""
     want = tuple(model.emission_shape)
     kind, num_classes = _kind(model)
+    check_inputs_taken(model, inputs)
     if isinstance(data, Sequences):
+        if not isinstance(data, ModelData):  # a ModelData's inputs are model inputs (e.g. a GLM's spike history)
+            check_inputs_taken(model, data.inputs, f"{name}.inputs")
         if inputs is not None or lengths is not None:
             raise ValueError(f"{name} is a Sequences (it carries its inputs and lengths); do not pass them again.")
         if tuple(data.emission_shape) != want:

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["save_checkpoint", "load_checkpoint", "CHECKPOINT_VERSION"]
+__all__ = ["save_checkpoint", "load_checkpoint", "read_checkpoint_metadata", "CHECKPOINT_VERSION"]
 
 CHECKPOINT_VERSION = 1
 
@@ -44,16 +44,28 @@ def save_checkpoint(path: str | os.PathLike, state: Any, **metadata: Any) -> Pat
     return path
 
 
+def _header(path: Path, f: Any) -> dict:
+    meta = json.loads(bytes(f["__meta__"]).decode())
+    if meta.get("version") != CHECKPOINT_VERSION:
+        raise ValueError(
+            f"checkpoint {path} has version {meta.get('version')}; this pssm reads version {CHECKPOINT_VERSION}. "
+            "Start the run afresh (delete the file)."
+        )
+    return meta
+
+
+def read_checkpoint_metadata(path: str | os.PathLike) -> dict:
+    """The ``metadata`` saved with the checkpoint at ``path`` (to build the template before loading)."""
+    path = Path(path)
+    with np.load(path, allow_pickle=False) as f:
+        return _header(path, f)["metadata"]
+
+
 def load_checkpoint(path: str | os.PathLike, template: Any) -> tuple[Any, dict]:
     """``(state, metadata)`` from ``path``, with ``template``'s structure (and key types)."""
     path = Path(path)
     with np.load(path, allow_pickle=False) as f:
-        meta = json.loads(bytes(f["__meta__"]).decode())
-        if meta.get("version") != CHECKPOINT_VERSION:
-            raise ValueError(
-                f"checkpoint {path} has version {meta.get('version')}; this pssm reads version {CHECKPOINT_VERSION}. "
-                "Start the run afresh (delete the file)."
-            )
+        meta = _header(path, f)
         leaves, treedef = jax.tree.flatten(template)
         if meta["num_leaves"] != len(leaves):
             raise ValueError(

@@ -17,9 +17,10 @@ for a parameter without a default), every ``key_argnames`` argument must be one 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import jax
@@ -27,7 +28,7 @@ import jax.numpy as jnp
 
 from pssm.validation import check_array, check_key
 
-__all__ = ["SameFunction", "trace_once"]
+__all__ = ["RUNTIME_CHECK", "SameFunction", "runtime_check_message", "runtime_checks", "trace_once"]
 
 
 class SameFunction:
@@ -56,6 +57,31 @@ class SameFunction:
 
     def __hash__(self) -> int:
         return hash(self._key)
+
+
+RUNTIME_CHECK = "[pssm check] "
+"""Prefix of the message of every ``equinox.error_if`` check in the package (found again in the runtime error)."""
+
+
+def runtime_check_message(error: BaseException) -> str | None:
+    """The message of a package check (``equinox.error_if`` with :data:`RUNTIME_CHECK`) that failed inside a
+    compiled program, or ``None`` for another error: ``jax.jit`` and ``equinox.filter_jit`` wrap it in long
+    tracebacks."""
+    text = str(error)
+    i = text.find(RUNTIME_CHECK)
+    return None if i < 0 else text[i + len(RUNTIME_CHECK) :].split("\n", 1)[0].strip()
+
+
+@contextlib.contextmanager
+def runtime_checks(name: str) -> Iterator[None]:
+    """Re-raise a failed package check from inside a compiled program as ``ValueError(f"{name}: ...")``."""
+    try:
+        yield
+    except RuntimeError as e:  # JaxRuntimeError (jax.jit) and EquinoxRuntimeError (equinox.filter_jit)
+        msg = runtime_check_message(e)
+        if msg is None:
+            raise
+        raise ValueError(f"{name}: {msg}") from None
 
 
 def _as_array(x: Any) -> Any:
@@ -106,7 +132,8 @@ def trace_once(
                     if name in bound.arguments:
                         bound.arguments[name] = _as_array(bound.arguments[name])
                 args, kwargs = bound.args, bound.kwargs
-            return jitted(*args, **kwargs)
+            with runtime_checks(fun.__name__):
+                return jitted(*args, **kwargs)
 
         wrapper.jitted = jitted  # type: ignore[attr-defined]
         return wrapper

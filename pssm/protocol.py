@@ -118,6 +118,12 @@ class SSM(eqx.Module):
         """How many past emissions the emission distribution sees (0: none)."""
         return 0
 
+    @property
+    def takes_inputs(self) -> bool:
+        """Whether the distributions read user ``inputs``.  ``False`` (the package's models without inputs or
+        covariates) makes the boundary refuse inputs instead of ignoring them; a user's model may leave ``True``."""
+        return True
+
     def emission_features(self, past: Array, inputs: PyTree = None) -> PyTree:
         """Per-step inputs from the last :attr:`emission_lags` emissions ``past`` ``(L, *emission_shape)``
         (``past[0] = y_{t-1}``) and the user's inputs at ``t``; the default passes ``inputs`` through."""

@@ -9,6 +9,16 @@ from pathlib import Path
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
 
+# One persistent compilation cache per test run, shared by the xdist workers and every subprocess the tests start
+# (README blocks, notebooks, case studies, CLI, multiprocess): the suite compiles the same programs again and again
+# (fresh model objects, new processes), and a cache hit skips XLA.  It starts empty in every run (made by the
+# controller, removed at the end), so no result depends on an earlier run.  PSSM_TEST_COMPILE_CACHE=0 turns it off.
+if os.environ.get("PSSM_TEST_COMPILE_CACHE", "1") != "0" and "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _OWN_CACHE = tempfile.mkdtemp(prefix="pssm-test-xla-cache-")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+else:
+    _OWN_CACHE = None
+
 import jax
 import pytest
 
@@ -44,6 +54,8 @@ def pytest_terminal_summary(terminalreporter, config):
 def pytest_unconfigure(config):
     if getattr(config, "_pssm_crash_dir", None) is not None:
         shutil.rmtree(config._pssm_crash_dir, ignore_errors=True)
+    if _OWN_CACHE is not None and not hasattr(config, "workerinput"):  # the process that made it removes it
+        shutil.rmtree(_OWN_CACHE, ignore_errors=True)
 
 
 def _max_map_count() -> int:

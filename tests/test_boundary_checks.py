@@ -336,3 +336,126 @@ def test_log_joint_checks_the_states_and_pmmh_and_glm_simulation_check_their_inp
     gp = glm.initialize(jax.random.PRNGKey(0), np.ones((20, 3)))
     with pytest.raises(ValueError, match="num_covariates=0"):
         pm.simulate_hmm_glm(jax.random.PRNGKey(0), glm, gp, 10, covariates=np.zeros((10, 1)))
+
+
+INPUT_ENTRIES = {
+    "smoother": lambda lg, hmm, u: pssm.inference.smoother(hmm[0], hmm[1], hmm[2], inputs=u),
+    "most_likely_states": lambda lg, hmm, u: pssm.inference.most_likely_states(hmm[0], hmm[1], hmm[2], inputs=u),
+    "marginal_log_likelihood": lambda lg, hmm, u: pssm.inference.marginal_log_likelihood(
+        hmm[0], hmm[1], hmm[2], inputs=u
+    ),
+    "fit_em": lambda lg, hmm, u: fit_em(jax.random.PRNGKey(0), hmm[0], hmm[1], hmm[2], inputs=u),
+    "Sequences.inputs": lambda lg, hmm, u: pssm.inference.smoother(
+        hmm[0], hmm[1], pssm.Sequences.from_arrays([hmm[2]], inputs=[u])
+    ),
+    "particle_filter": lambda lg, hmm, u: particle_filter(jax.random.PRNGKey(0), lg[0], lg[1], lg[2], 4, inputs=u),
+    "paris": lambda lg, hmm, u: paris(jax.random.PRNGKey(0), lg[0], lg[1], lg[2], 4, lambda xp, x, t: x, inputs=u),
+    "particle_filter[SV]": lambda lg, hmm, u: particle_filter(
+        jax.random.PRNGKey(0),
+        pm.StochasticVolatility(),
+        pm.StochasticVolatility().make_params(),
+        lg[2][:, 0],
+        4,
+        inputs=u,
+    ),  # fmt: skip
+}
+
+
+@pytest.mark.parametrize("entry", list(INPUT_ENTRIES))
+def test_inputs_to_a_model_that_reads_none_are_refused(entry, lg, hmm):
+    """An HMM with Poisson emissions, an LGSSM with input_dim=0 and SV read no inputs: given ones, they would be
+    ignored (a different model from the one meant), so the boundary refuses them."""
+    with pytest.raises(ValueError, match="reads no inputs"):
+        INPUT_ENTRIES[entry](lg, hmm, np.ones((T, 2)))
+
+
+def test_models_declare_whether_they_read_inputs():
+    assert not pm.HMM(2, pm.GaussianEmissions(1)).takes_inputs
+    assert not pm.HMMGLM(2, 3).takes_inputs and pm.HMMGLM(2, 3, num_covariates=2).takes_inputs
+    assert not pm.LinearGaussianSSM(2, 1).takes_inputs and pm.LinearGaussianSSM(2, 1, input_dim=1).takes_inputs
+    assert not pm.StochasticVolatility().takes_inputs
+
+
+# ----------------------------------------------------------------------------------- degenerate runs are flagged
+LI, LT = np.log(np.full(2, 0.5)), np.log(np.array([[0.9, 0.1], [0.1, 0.9]]))
+
+
+def _impossible_at(t: int, T_: int = 6) -> np.ndarray:
+    ll = np.random.default_rng(t).normal(size=(T_, 2))
+    ll[t] = -np.inf
+    return ll
+
+
+@pytest.mark.parametrize("parallel", [False, True], ids=["seq", "parallel"])
+def test_impossible_observation_is_flagged_not_nan(parallel):
+    post = hmm_smoother(LI, LT, _impossible_at(3), parallel=parallel)
+    assert int(post.impossible_step) == 3 and float(post.log_likelihood) == -np.inf
+    assert float(hmm_log_likelihood(LI, LT, _impossible_at(3), parallel=parallel)) == -np.inf
+    # an impossible step in the padding (t >= length) changes nothing: the exact answer on the real steps
+    padded = hmm_smoother(LI, LT, _impossible_at(4), length=4, parallel=parallel)
+    exact = hmm_smoother(LI, LT, _impossible_at(4)[:4], parallel=parallel)
+    assert int(padded.impossible_step) == -1
+    np.testing.assert_allclose(padded.smoothed_probs[:4], exact.smoothed_probs, atol=1e-6)
+    np.testing.assert_allclose(padded.log_likelihood, exact.log_likelihood, rtol=1e-6)
+    assert int(hmm_filter(LI, LT, _impossible_at(0)).impossible_step) == 0
+
+
+def test_a_state_that_cannot_explain_the_data_is_not_impossible():
+    ll = _impossible_at(2)
+    ll[2] = [0.0, -np.inf]  # only state 1 is ruled out: a proper posterior, no flag
+    post = hmm_smoother(LI, LT, ll)
+    assert int(post.impossible_step) == -1 and np.isfinite(post.log_likelihood)
+    assert float(post.smoothed_probs[2, 1]) == 0.0 and int(hmm_viterbi(LI, LT, ll)[2]) == 0
+
+
+def test_viterbi_and_posterior_draws_refuse_data_of_probability_zero():
+    ll = _impossible_at(2)
+    with pytest.raises(ValueError, match="no state path has positive probability"):
+        hmm_viterbi(LI, LT, ll)
+    with pytest.raises(ValueError, match="no state path has positive probability"):
+        hmm_posterior_sample(jax.random.PRNGKey(0), LI, LT, ll)
+    with pytest.raises(Exception, match="no state path has positive probability"):  # inside the user's jit too
+        jax.block_until_ready(jax.jit(hmm_viterbi)(LI, LT, ll))
+    model = pm.HMM(2, pm.CategoricalEmissions(1, 3))
+    probs = np.array([[[0.5, 0.5, 0.0]], [[0.5, 0.5, 0.0]]])
+    params = pm.HMMParams(pm.InitialParams(jnp.ones(2) / 2), pm.TransitionParams(pm.sticky_matrix(2, 0.9)),
+                          pm.CategoricalParams(jnp.asarray(probs)))  # fmt: skip
+    y = np.zeros((5, 1), int)
+    y[3] = 2  # class 2 has probability zero in both states
+    assert int(pssm.inference.smoother(model, params, y).impossible_step) == 3
+    with pytest.raises(ValueError, match="most_likely_states: no state path"):
+        pssm.inference.most_likely_states(model, params, y)
+
+
+@pytest.fixture(scope="module")
+def collapsed_sv():
+    model = pm.StochasticVolatility()
+    y = np.random.default_rng(0).normal(size=12).astype(np.float32)
+    y[5] = 1e30  # float32: the Gaussian log-density underflows to -inf for every particle
+    return model, model.make_params(), y
+
+
+SMOOTHERS = {
+    "paris": lambda m, p, y, **k: paris(jax.random.PRNGKey(0), m, p, y, 16, lambda xp, x, t: x, **k),
+    "particle_smoother": lambda m, p, y, **k: particle_smoother(jax.random.PRNGKey(0), m, p, y, 16, 4, **k),
+    "ffbsi": lambda m, p, y, **k: ffbsi(
+        jax.random.PRNGKey(1), m, p, particle_filter(jax.random.PRNGKey(0), m, p, y, 16, history=True).history, 4, **k
+    ),
+    "marginal_smoother": lambda m, p, y, **k: pssm.inference.smc.marginal_smoother(
+        m, p, particle_filter(jax.random.PRNGKey(0), m, p, y, 16, history=True).history, **k
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(SMOOTHERS))
+def test_smoothers_refuse_a_collapsed_filter_unless_asked(name, collapsed_sv, x32):
+    m, p, y = collapsed_sv
+    assert bool(particle_filter(jax.random.PRNGKey(0), m, p, y, 16).collapsed)
+    with pytest.raises(FloatingPointError, match="collapsed"):
+        SMOOTHERS[name](m, p, y)
+    out = SMOOTHERS[name](m, p, y, allow_collapsed=True)
+    if name == "paris":
+        assert bool(out.collapsed)
+    ok = y.copy()
+    ok[5] = 0.3
+    SMOOTHERS[name](m, p, ok)  # the same data without the impossible value: no error

@@ -7,7 +7,8 @@ import numpyro.distributions as dist
 import pytest
 
 from pssm.inference import kalman_posterior_sample, kalman_smoother
-from pssm.inference.mcmc.csmc import CSMCResult, conditional_smc, csmc_kernel, run_chunked
+from pssm.inference.chunked import run_chunked
+from pssm.inference.mcmc.csmc import CSMCResult, conditional_smc, csmc_kernel
 from pssm.inference.smc import ExactBackward, FeynmanKac, RejectionBackward, particle_smoother
 from pssm.models import LinearGaussianSSM
 from pssm.models.testing import ScalarLinearGaussian as ScalarLG

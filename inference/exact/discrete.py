@@ -18,6 +18,7 @@ from jaxtyping import Array, Float, Int
 from pssm.boundary import as_model_data, is_single_sequence, unbatch
 from pssm.data import Sequences
 from pssm.inference.exact.forward_backward import HMMPosterior, hmm_filter, hmm_smoother, hmm_viterbi
+from pssm.jit import runtime_checks
 from pssm.protocol import DiscreteSSM, PyTree
 
 __all__ = [
@@ -96,8 +97,10 @@ def smoother(
 def most_likely_states(
     model: DiscreteSSM, params: PyTree, data: Any, *, inputs: PyTree = None, lengths: Any = None
 ) -> Int[Array, "B T"]:
-    """Viterbi paths ``(B, T)`` (``-1`` at padded steps; ``(T,)`` when ``data`` is one array)."""
-    out = _viterbi(model, params, _prepare(model, params, data, inputs, lengths))
+    """Viterbi paths ``(B, T)`` (``-1`` at padded steps; ``(T,)`` when ``data`` is one array).  ``ValueError``
+    when a sequence has probability zero (see ``smoother(...).impossible_step``)."""
+    with runtime_checks("most_likely_states"):
+        out = _viterbi(model, params, _prepare(model, params, data, inputs, lengths))
     return out[0] if is_single_sequence(model, data) else out
 
 

@@ -27,7 +27,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from pssm.arviz import summary_group, to_arviz
 from pssm.display import short_repr
-from pssm.jit import trace_once
+from pssm.jit import RUNTIME_CHECK, trace_once
 from pssm.validation import check_array, is_tracer
 
 if TYPE_CHECKING:
@@ -50,6 +50,9 @@ class HMMFilterResult(NamedTuple):
     log_likelihood: Float[Array, ""]
     filtered_probs: Float[Array, "T S"]
     predicted_probs: Float[Array, "T S"]
+    impossible_step: Int[Array, ""] | None = None
+    """First step whose observation has probability zero under the params (``-1``: none).  From there on the
+    probabilities are undefined (NaN) and ``log_likelihood`` is ``-inf``."""
 
     __repr__ = short_repr
 
@@ -63,6 +66,9 @@ class HMMPosterior(NamedTuple):
     smoothed_probs: Float[Array, "T S"]
     expected_transitions: Float[Array, "S S"]
     pairwise_probs: Float[Array, "Tm1 S S"] | None = None
+    impossible_step: Int[Array, ""] | None = None
+    """First step whose observation has probability zero under the params (``-1``: none); then every probability
+    is undefined (NaN) and ``log_likelihood`` is ``-inf``."""
 
     __repr__ = short_repr
 
@@ -135,6 +141,31 @@ def _prep(log_initial, log_transitions, log_likelihoods, length):
     return T, S, jnp.asarray(T if length is None else length)
 
 
+def impossible_step(log_likelihood, filtered_probs, length) -> tuple[Array, Array]:
+    """``(log_likelihood, first impossible step)``: the first real step (``t < length``) whose filtered
+    probabilities are undefined because the observation has probability zero given ``y_{0:t-1}`` (``-1``: none);
+    the log-likelihood is then ``-inf`` (never NaN)."""
+    T = filtered_probs.shape[0]
+    bad = ~jnp.all(jnp.isfinite(filtered_probs), axis=-1) & (jnp.arange(T) < length)
+    step = jnp.where(bad.any(), jnp.argmax(bad), -1).astype(jnp.int32)
+    return jnp.where(step >= 0, -jnp.inf, log_likelihood), step
+
+
+def _no_path_error(out, log_score):
+    """Raise (also under ``jit``/``vmap``, through ``equinox.error_if``) when no state path has positive
+    probability: Viterbi and posterior draws would otherwise return an arbitrary path."""
+    import equinox as eqx
+
+    return eqx.error_if(
+        out,
+        jnp.isneginf(log_score) | jnp.isnan(log_score),
+        RUNTIME_CHECK
+        + "no state path has positive probability under these potentials: some observation is impossible in every "
+        "state it can reach (log-likelihood -inf). hmm_filter(...).impossible_step names the first such step; "
+        "check the data (counts, class labels) or give params under which every observation is possible.",
+    )
+
+
 def _trans_at(log_transitions, t):
     """Log transition matrix from step t to t+1 (time-homogeneous or time-varying)."""
     if log_transitions.ndim == 2:
@@ -169,7 +200,8 @@ def hmm_filter(
         return (ll, log_pred_next), (filt, jnp.exp(log_pred))
 
     (ll, _), (filt, pred) = jax.lax.scan(step, (jnp.zeros((), log_likelihoods.dtype), log_pred0), jnp.arange(T))
-    return HMMFilterResult(ll, filt, pred)
+    ll, bad = impossible_step(ll, filt, length)
+    return HMMFilterResult(ll, filt, pred, bad)
 
 
 @trace_once(static_argnames=("parallel",), array_argnames=_HMM_ARRAYS, check=_check_hmm)
@@ -225,7 +257,7 @@ def hmm_smoother(
     init = (filt[T - 1], jnp.zeros((S, S), filt.dtype))
     (_, counts), (sm, pairs) = jax.lax.scan(step, init, jnp.arange(T - 1), reverse=True)
     smoothed = jnp.concatenate([sm, filt[T - 1][None]], axis=0)
-    return HMMPosterior(fr.log_likelihood, filt, pred, smoothed, counts, pairs)
+    return HMMPosterior(fr.log_likelihood, filt, pred, smoothed, counts, pairs, fr.impossible_step)
 
 
 @trace_once(array_argnames=_HMM_ARRAYS, check=_check_hmm)
@@ -235,7 +267,9 @@ def hmm_viterbi(
     log_likelihoods: Float[Array, "T S"],
     length: Int[Array, ""] | int | None = None,
 ) -> Int[Array, " T"]:
-    """Most probable state path :math:`\\arg\\max_z p(z \\mid y)`; padded steps (``t >= length``) get ``-1``."""
+    """Most probable state path :math:`\\arg\\max_z p(z \\mid y)`; padded steps (``t >= length``) get ``-1``.
+
+    Raises (also under ``jit``) when every path has probability zero (an impossible observation)."""
     T, S, length = _prep(log_initial, log_transitions, log_likelihoods, length)
     delta0 = log_initial + log_likelihoods[0]
 
@@ -255,7 +289,7 @@ def hmm_viterbi(
 
     _, path = jax.lax.scan(bwd, last, ptrs, reverse=True)
     path = jnp.concatenate([path, last[None]])
-    return jnp.where(jnp.arange(T) < length, path, -1)
+    return _no_path_error(jnp.where(jnp.arange(T) < length, path, -1), jnp.max(delta))
 
 
 @trace_once(array_argnames=_HMM_ARRAYS, key_argnames=("key",), check=_check_hmm)
@@ -268,7 +302,8 @@ def hmm_posterior_sample(
 ) -> Int[Array, " T"]:
     """One exact draw of :math:`z_{0:T-1} \\sim p(z \\mid y)` (forward filtering, backward sampling).
 
-    Padded steps get ``-1``.  ``vmap`` over keys for many draws.
+    Padded steps get ``-1``.  ``vmap`` over keys for many draws.  Raises (also under ``jit``) when the data have
+    probability zero (an impossible observation: ``hmm_filter(...).impossible_step``).
     """
     T, S, length = _prep(log_initial, log_transitions, log_likelihoods, length)
     fr = hmm_filter(log_initial, log_transitions, log_likelihoods, length)
@@ -284,7 +319,7 @@ def hmm_posterior_sample(
 
     _, zs = jax.lax.scan(bwd, z_last, jnp.arange(T - 1), reverse=True)
     path = jnp.concatenate([zs, z_last[None]])
-    return jnp.where(jnp.arange(T) < length, path, -1)
+    return _no_path_error(jnp.where(jnp.arange(T) < length, path, -1), fr.log_likelihood)
 
 
 @to_arviz.register(HMMPosterior)

@@ -25,7 +25,7 @@ from jaxtyping import Array, Bool, Float, PRNGKeyArray
 from pssm.arviz import summary_group, to_arviz
 from pssm.display import short_repr
 from pssm.jit import trace_once
-from pssm.validation import is_tracer, split_missing
+from pssm.validation import is_tracer
 
 if TYPE_CHECKING:
     import arviz as az
@@ -124,9 +124,22 @@ def _promote(params, emissions):
     return type(params)(*(a.astype(dtype) for a in leaves)), emissions.astype(dtype)
 
 
+def observed_parts(H, R, y, offset, observed):
+    """The emission restricted to the observed entries of one step, at full size: ``(H', R', r_y, n)`` with the
+    rows of ``H`` and the offset zeroed where ``observed`` is False, ``R'`` the observed block of ``R`` plus the
+    identity on the missing entries, ``r_y = y'`` minus the masked offset and ``n`` the number observed.  Then
+    ``N(y'; H' m + offset', H' P H'^T + R')`` is the density of the observed entries times ``N(0; 0, 1)`` per
+    missing entry (add ``(D - n) log(2 pi) / 2`` back), and the Kalman update with ``(H', R')`` conditions on the
+    observed entries only (a fully missing step updates nothing)."""
+    o = observed.astype(H.dtype)
+    Hm = H * o[:, None]
+    Rm = R * (o[:, None] * o[None, :]) + jnp.diag(1.0 - o)
+    return Hm, Rm, jnp.where(observed, y - offset, 0.0), o.sum()
+
+
 def _emissions_and_mask(params, emissions, mask):
-    """Validate shapes; rows with a NaN are treated as missing (masked), as documented in the module.  Returns
-    ``(params, emissions, mask)`` in one float dtype."""
+    """Validate shapes; NaN entries are missing (the update conditions on the others), as documented in the
+    module.  Returns ``(params, emissions with NaN set to 0, observed entries (T, Dy))`` in one float dtype."""
     params, emissions = _promote(params, emissions)
     Dy = params.emission_weights.shape[0]
     if emissions.ndim != 2 or emissions.shape[1] != Dy:
@@ -140,7 +153,8 @@ def _emissions_and_mask(params, emissions, mask):
     mask = jnp.ones(T, bool) if mask is None else jnp.asarray(mask, bool)
     if mask.shape != (T,):
         raise ValueError(f"mask must have shape ({T},) (one flag per time step); got {mask.shape}.")
-    return (params, *split_missing(emissions, 1, mask))
+    observed = ~jnp.isnan(emissions) & mask[:, None]
+    return params, jnp.where(observed, emissions, 0.0), observed
 
 
 @trace_once(static_argnames=("parallel",), array_argnames=_KALMAN_ARRAYS, check=_check_arguments)
@@ -154,7 +168,8 @@ def kalman_filter(
 ) -> KalmanFilterResult:
     """Kalman filter: marginal log-likelihood and filtered/predicted moments.
 
-    Rows of ``emissions`` containing NaN are missing observations (skipped, like ``mask == False``).
+    NaN entries of ``emissions`` are missing: the update conditions on the observed entries of the step (a row of
+    NaN is skipped, like ``mask == False``).
     ``parallel=True``: the associative-scan filter (:mod:`pssm.inference.exact.parallel`, O(log T) depth).
     """
     # T = 1: nothing to parallelise (XLA has no empty potrf); not 2-D: the sequential path raises the shape error
@@ -162,7 +177,7 @@ def kalman_filter(
         from pssm.inference.exact.parallel import kalman_filter_parallel
 
         return kalman_filter_parallel(params, emissions, inputs, mask)
-    params, emissions, mask = _emissions_and_mask(params, emissions, mask)
+    params, emissions, observed = _emissions_and_mask(params, emissions, mask)
     T = emissions.shape[0]
     u = _inputs(params, inputs, T)
     F, Q, H, R = params.dynamics_weights, params.dynamics_cov, params.emission_weights, params.emission_cov
@@ -172,27 +187,28 @@ def kalman_filter(
         params.emission_input_weights,
         params.emission_bias,
     )
-    Dy = H.shape[0]
 
     def step(carry, args):
         ll, m, P = carry
-        y, ut, obs, t = args
+        y, ut, om, t = args
+        obs = om.any()
         m = jnp.where(t > 0, F @ m + B @ ut + b, m)
         P = jnp.where(t > 0, _sym(F @ P @ F.T + Q), P)
-        S = _sym(H @ P @ H.T + R)
-        r = y - (H @ m + D @ ut + d)
+        Ht, Rt, yt, n = observed_parts(H, R, y, D @ ut + d, om)
+        S = _sym(Ht @ P @ Ht.T + Rt)
+        r = yt - Ht @ m
         cf = cho_factor(S, lower=True)
         Sinv_r = cho_solve(cf, r)
         logdet = 2.0 * jnp.sum(jnp.log(jnp.diag(cf[0])))
-        inc = -0.5 * (r @ Sinv_r + logdet + Dy * jnp.log(2.0 * jnp.pi))
-        K = cho_solve(cf, H @ P).T
+        inc = -0.5 * (r @ Sinv_r + logdet + n * jnp.log(2.0 * jnp.pi))
+        K = cho_solve(cf, Ht @ P).T
         mf = jnp.where(obs, m + K @ r, m)
         Pf = jnp.where(obs, _sym(P - K @ S @ K.T), P)
         ll = ll + jnp.where(obs, inc, 0.0)
         return (ll, mf, Pf), (mf, Pf, m, P)
 
     init = (jnp.zeros((), emissions.dtype), params.initial_mean, params.initial_cov)
-    (ll, _, _), (mf, Pf, mp, Pp) = jax.lax.scan(step, init, (emissions, u, mask, jnp.arange(T)))
+    (ll, _, _), (mf, Pf, mp, Pp) = jax.lax.scan(step, init, (emissions, u, observed, jnp.arange(T)))
     return KalmanFilterResult(ll, mf, Pf, mp, Pp)
 
 

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 from jaxtyping import Array, Float, Int
 
-from pssm.inference.exact.forward_backward import HMMPosterior, _prep
+from pssm.inference.exact.forward_backward import HMMPosterior, _prep, impossible_step
 
 __all__ = ["hmm_smoother_parallel", "hmm_filter_parallel", "kalman_filter_parallel", "kalman_smoother_parallel"]
 
@@ -90,7 +90,8 @@ def hmm_smoother_parallel(
         counts = jnp.where(valid_pair, jnp.exp(log_xi), 0.0).sum(0)
     else:
         counts = jnp.zeros((S, S), ll.dtype)
-    return HMMPosterior(log_lik, filt, pred, smoothed, counts, None)
+    log_lik, bad = impossible_step(log_lik, filt, length)
+    return HMMPosterior(log_lik, filt, pred, smoothed, counts, None, bad)
 
 
 # --------------------------------------------------------------------------------------------- Kalman / RTS
@@ -126,9 +127,9 @@ def _sym(P):
 
 def kalman_filter_parallel(params, emissions, inputs=None, mask=None):
     """Kalman filter by an associative scan (same :class:`KalmanFilterResult` as the sequential filter)."""
-    from pssm.inference.exact.kalman import KalmanFilterResult, _emissions_and_mask, _inputs
+    from pssm.inference.exact.kalman import KalmanFilterResult, _emissions_and_mask, _inputs, observed_parts
 
-    params, y, mask = _emissions_and_mask(params, emissions, mask)
+    params, y, observed = _emissions_and_mask(params, emissions, mask)
     T = y.shape[0]
     u = _inputs(params, inputs, T)
     F, Q, H, R = params.dynamics_weights, params.dynamics_cov, params.emission_weights, params.emission_cov
@@ -137,32 +138,35 @@ def kalman_filter_parallel(params, emissions, inputs=None, mask=None):
     Dx = F.shape[0]
     eye = jnp.eye(Dx, dtype=F.dtype)
 
-    def element(t, yt, ct, dt, obs):
-        first = t == 0
+    def element(t, yt, ct, dt, om):
+        first, obs = t == 0, om.any()
+        Ht, Rt, yt, _ = observed_parts(H, R, yt, dt, om)  # the observed entries only (NaN = missing)
         m_prior = jnp.where(first, params.initial_mean, ct)
         P_prior = jnp.where(first, params.initial_cov, Q)
-        S = _sym(H @ P_prior @ H.T + R)
-        K = jnp.linalg.solve(S, H @ P_prior).T
-        r = yt - H @ m_prior - dt
-        A = jnp.where(first, 0.0, jnp.where(obs, (eye - K @ H) @ F, F))
+        S = _sym(Ht @ P_prior @ Ht.T + Rt)
+        K = jnp.linalg.solve(S, Ht @ P_prior).T
+        r = yt - Ht @ m_prior
+        A = jnp.where(first, 0.0, jnp.where(obs, (eye - K @ Ht) @ F, F))
         b = jnp.where(obs, m_prior + K @ r, m_prior)
-        C = jnp.where(obs, _sym((eye - K @ H) @ P_prior), P_prior)
-        HF = H @ F
+        C = jnp.where(obs, _sym((eye - K @ Ht) @ P_prior), P_prior)
+        HF = Ht @ F
         Sinv_HF = jnp.linalg.solve(S, HF)
-        eta = jnp.where(obs & ~first, Sinv_HF.T @ (yt - H @ ct - dt), 0.0)
+        eta = jnp.where(obs & ~first, Sinv_HF.T @ (yt - Ht @ ct), 0.0)
         J = jnp.where(obs & ~first, _sym(HF.T @ Sinv_HF), 0.0)
         return A, b, C, eta, J
 
-    elems = jax.vmap(element)(jnp.arange(T), y, c, d, mask)
+    elems = jax.vmap(element)(jnp.arange(T), y, c, d, observed)
     _, mf, Pf, _, _ = jax.lax.associative_scan(_filter_combine, elems)
     mp = jnp.concatenate([params.initial_mean[None], mf[:-1] @ F.T + c[1:]], axis=0)
     Pp = jnp.concatenate([params.initial_cov[None], _sym(F @ Pf[:-1] @ F.T + Q)], axis=0)
 
-    def inc(yt, m, P, dt, obs):
-        S = _sym(H @ P @ H.T + R)
-        return jnp.where(obs, jax.scipy.stats.multivariate_normal.logpdf(yt, H @ m + dt, S), 0.0)
+    def inc(yt, m, P, dt, om):
+        Ht, Rt, yt, n = observed_parts(H, R, yt, dt, om)
+        missing = (om.shape[0] - n) * 0.5 * jnp.log(2.0 * jnp.pi)  # the unit normals standing in for them
+        lp = jax.scipy.stats.multivariate_normal.logpdf(yt, Ht @ m, _sym(Ht @ P @ Ht.T + Rt)) + missing
+        return jnp.where(om.any(), lp, 0.0)
 
-    ll = jax.vmap(inc)(y, mp, Pp, d, mask).sum()
+    ll = jax.vmap(inc)(y, mp, Pp, d, observed).sum()
     return KalmanFilterResult(ll, mf, Pf, mp, Pp)
 
 

@@ -22,7 +22,6 @@ is the path-to-path Markov kernel used by particle Gibbs.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import equinox as eqx
@@ -47,7 +46,6 @@ from pssm.inference.smc.filter import (
     validate_sequence,
 )
 from pssm.inference.smc.resampling import ess_of_normalized, multinomial, normalize_log_weights
-from pssm.jit import SameFunction
 from pssm.protocol import SSM, PyTree, inputs_at
 from pssm.validation import check_key, is_tracer
 
@@ -60,7 +58,6 @@ __all__ = [
     "conditional_smc",
     "csmc_kernel",
     "trace_genealogy",
-    "run_chunked",
 ]
 
 REFERENCE_SLOT = 0
@@ -329,65 +326,3 @@ def csmc_kernel(
         mask = jnp.ones((emissions.shape[0],), bool)
     r = _csmc(key, fk, params, emissions, inputs, mask, reference, num_particles, method, backward)
     return r.path, r.log_likelihood, jnp.mean(r.ess)
-
-
-# ------------------------------------------------------------------------------------------------ loops
-
-
-@eqx.filter_jit
-def _run_chunk(step, args, carry, keys, active):
-    def body(c, xs):
-        k, on = xs
-        c_new, out = step(k, c, *args)
-        c_new = jax.tree.map(lambda a, b: jnp.where(on, a, b), c_new, c)
-        return c_new, out
-
-    return jax.lax.scan(body, carry, (keys, active))
-
-
-def run_chunked(
-    step: Callable[..., tuple[Any, Any]],
-    carry: Any,
-    key: PRNGKeyArray,
-    num_iters: int,
-    *,
-    args: tuple = (),
-    chunk_size: int = 100,
-    exact_chunk: bool = False,
-    progress: bool = False,
-    desc: str = "",
-) -> tuple[Any, Any]:
-    """Iterate ``carry, out = step(key, carry, *args)`` ``num_iters`` times in jitted chunks of ``lax.scan``.
-
-    With ``progress`` a tqdm bar advances per chunk.  Outputs are stacked along a leading axis (on the host, numpy).
-    The last chunk is padded with iterations that leave the carry unchanged, so one compilation serves all.  A
-    chunk has ``min(chunk_size, num_iters)`` iterations, or exactly ``chunk_size`` with ``exact_chunk`` (so runs of
-    different lengths, e.g. warm-up and sampling, share one compilation); the keys are the same either way
-    (``split(key, n)`` is a prefix of ``split(key, m > n)``).
-
-    Trace once: the chunk is one module-level ``equinox.filter_jit`` of ``(step, args, carry)``.  ``args`` is a
-    pytree whose arrays are traced and whose other leaves (models' settings, ints, strings, functions) are static;
-    ``step`` is compared by code and closure (:class:`pssm.jit.SameFunction`).  Repeated calls with the same
-    shapes and settings therefore reuse one compiled program; pass data through ``args``, not a closure.
-    """
-    num_iters = int(num_iters)
-    if num_iters == 0:
-        return carry, None
-    chunk = max(1, int(chunk_size)) if exact_chunk else max(1, min(int(chunk_size), num_iters))
-    step = SameFunction(step)
-    keys = jax.random.split(key, -(-num_iters // chunk) * chunk)
-    outs = []
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=num_iters, desc=desc, disable=not progress, leave=False)
-    done = 0
-    while done < num_iters:
-        n = min(chunk, num_iters - done)
-        active = jnp.arange(chunk) < n
-        carry, out = _run_chunk(step, args, carry, keys[done : done + chunk], active)
-        outs.append(jax.tree.map(lambda a, n=n: np.asarray(a[:n]), out))
-        done += n
-        bar.update(n)
-    bar.close()
-    stacked = jax.tree.map(lambda *a: np.concatenate(a, axis=0), *outs)
-    return carry, stacked

@@ -19,6 +19,7 @@ leaves :math:`p(\\theta, x_{0:T-1} \\mid y_{0:T-1})` invariant.  Two ways to dra
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -31,9 +32,9 @@ from numpyro.infer import MCMC, NUTS, HMCGibbs
 
 from pssm.arviz import to_arviz
 from pssm.display import short_repr
+from pssm.inference.chunked import run_chunked
 from pssm.inference.mcmc.csmc import (
     csmc_kernel,
-    run_chunked,
     validate_method,
     validate_num_particles,
     validate_reference,
@@ -162,6 +163,8 @@ def particle_gibbs(
     store_paths: bool = True,
     progress: bool = False,
     chunk_size: int = 100,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int = 1,
 ) -> ParticleGibbsResult:
     """Particle Gibbs with a user-supplied parameter conditional, ``num_chains`` chains in parallel (``vmap``).
 
@@ -170,6 +173,8 @@ def particle_gibbs(
     chain starts at ``params`` and a path simulated from the model there (or from ``state``, a previous
     ``result.state``, to continue; then ``params`` may be ``None``).  ``num_warmup`` sweeps are discarded.  CSMC
     path updates use ``method`` (``"ancestor"``, ``"backward"`` with kernel ``backward``, ``"trace"``).
+    ``checkpoint``: a file the run is saved to every ``checkpoint_every`` chunks of ``chunk_size`` iterations and
+    resumed from when it exists, ending exactly as an uninterrupted run (:func:`pssm.inference.chunked.run_chunked`).
     """
     check_key(key)
     fk = as_feynman_kac(model)
@@ -200,7 +205,16 @@ def particle_gibbs(
     # warm-up and sampling share one compiled chunk; warm-up outputs are dropped
     args = (fk, emissions, inputs, mask, SameFunction(conditional), num_particles, method, backward, store_paths)
     state, (info, paths, params) = run_chunked(
-        _sweep, state, k_run, num_warmup + num_samples, args=args, chunk_size=chunk_size, progress=progress, desc="PG"
+        _sweep,
+        state,
+        k_run,
+        num_warmup + num_samples,
+        args=args,
+        chunk_size=chunk_size,
+        progress=progress,
+        desc="PG",
+        checkpoint=checkpoint,
+        checkpoint_every=checkpoint_every,
     )
     info, paths, params = jax.tree.map(lambda a: a[num_warmup:], (info, paths, params))
     sw = lambda a: None if a is None else np.swapaxes(a, 0, 1)  # noqa: E731  (draw, chain) -> (chain, draw)

@@ -20,6 +20,7 @@ Which leaves are sampled: by default (``prior=None``) those of ``model.param_spe
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -33,7 +34,8 @@ from numpyro.distributions.transforms import biject_to
 
 from pssm.arviz import to_arviz
 from pssm.display import short_repr
-from pssm.inference.mcmc.csmc import run_chunked, validate_num_particles, validate_sequence
+from pssm.inference.chunked import run_chunked
+from pssm.inference.mcmc.csmc import validate_num_particles, validate_sequence
 from pssm.inference.numpyro_model import site_names
 from pssm.inference.smc.filter import FeynmanKac, as_feynman_kac, particle_filter
 from pssm.inference.smc.resampling import get_resampler
@@ -344,6 +346,8 @@ def pmmh(
     ess_threshold: float = 0.5,
     progress: bool = False,
     chunk_size: int = 250,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int = 1,
 ) -> PMMHResult:
     """PMMH on the sampled leaves of ``prior``; all other leaves are held at ``params`` bit for bit.
 
@@ -358,6 +362,8 @@ def pmmh(
     Chains start at ``init`` (constrained values by site name), else at the sampled leaves' values in ``params``,
     else at prior draws; or continue from ``state`` (then warm-up is skipped unless asked).  The proposal starts at
     ``proposal_cov`` (unconstrained space; default ``proposal_scale**2 * I``) and adapts during ``num_warmup``.
+    ``checkpoint``: a file the run is saved to every ``checkpoint_every`` chunks of ``chunk_size`` iterations and
+    resumed from when it exists, ending exactly as an uninterrupted run (:func:`pssm.inference.chunked.run_chunked`).
     """
     check_key(key)
     fk = as_feynman_kac(model)
@@ -412,10 +418,15 @@ def pmmh(
 
     # warm-up and sampling share one compiled chunk: the phase (adapting or not) rides in the carry
     chunk = max(1, min(int(chunk_size), max(num_warmup, num_samples)))
-    kw = dict(args=target, chunk_size=chunk, exact_chunk=True, progress=progress)
+    kw = dict(args=target, chunk_size=chunk, exact_chunk=True, progress=progress, checkpoint_every=checkpoint_every)
     if num_warmup:
-        (state, _), _ = run_chunked(_sweep, (state, jnp.asarray(True)), k_warm, num_warmup, desc="PMMH warmup", **kw)
-    (state, _), (info, us) = run_chunked(_sweep, (state, jnp.asarray(False)), k_run, num_samples, desc="PMMH", **kw)
+        warm_file = None if checkpoint is None else f"{os.fspath(checkpoint)}.warmup"
+        (state, _), _ = run_chunked(
+            _sweep, (state, jnp.asarray(True)), k_warm, num_warmup, desc="PMMH warmup", checkpoint=warm_file, **kw
+        )
+    (state, _), (info, us) = run_chunked(
+        _sweep, (state, jnp.asarray(False)), k_run, num_samples, desc="PMMH", checkpoint=checkpoint, **kw
+    )
     us = np.swapaxes(us, 0, 1)  # (chain, draw, d)
     sites = _to_sites(space, jnp.asarray(us))
     sw = lambda a: np.swapaxes(np.asarray(a), 0, 1)  # noqa: E731

@@ -26,6 +26,7 @@ bounds its transition density, else exact).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -37,11 +38,11 @@ from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
 from pssm.arviz import to_arviz
 from pssm.display import short_repr
+from pssm.inference.chunked import run_chunked
 from pssm.inference.mcmc.csmc import (
     REFERENCE_SLOT,
     csmc_init,
     csmc_step,
-    run_chunked,
     validate_num_particles,
     validate_reference,
     validate_sequence,
@@ -320,12 +321,16 @@ def paris_particle_gibbs(
     store_paths: bool = False,
     progress: bool = False,
     chunk_size: int = 50,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int = 1,
 ) -> PPGResult:
     """PPG with ``num_iters`` (k) iterations averaged after ``burn_in`` (k0).
 
     ``functional``: an :class:`~pssm.inference.smc.AdditiveFunctional` or ``h(x_prev, x, t)``.  Without
     ``state`` the first iteration is an unconditional PaRIS pass whose refreshed path starts the chain; pass
     ``result.state`` back in to continue (then every iteration is conditional).
+    ``checkpoint``: a file the run is saved to every ``checkpoint_every`` chunks of ``chunk_size`` iterations and
+    resumed from when it exists, ending exactly as an uninterrupted run (:func:`pssm.inference.chunked.run_chunked`).
     """
     check_key(key)
     fk = as_feynman_kac(model)
@@ -365,7 +370,16 @@ def paris_particle_gibbs(
 
     args = (fk, params, emissions, functional, num_particles, num_backward, backward, inputs, mask, store_paths)
     state, outs = run_chunked(
-        _ppg_iteration, state, key, k_rest, args=args, chunk_size=chunk_size, progress=progress, desc="PPG"
+        _ppg_iteration,
+        state,
+        key,
+        k_rest,
+        args=args,
+        chunk_size=chunk_size,
+        progress=progress,
+        desc="PPG",
+        checkpoint=checkpoint,
+        checkpoint_every=checkpoint_every,
     )
     if first is not None:
         first = jax.tree.map(lambda a: np.asarray(a)[None], first)

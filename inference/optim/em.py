@@ -14,8 +14,10 @@ a convergence test and resumability (pass ``result.params`` back in).
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import equinox as eqx
@@ -26,7 +28,9 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from pssm.arviz import summary_group, to_arviz
 from pssm.boundary import as_model_data, is_single_sequence, unbatch
+from pssm.checkpoint import load_checkpoint, read_checkpoint_metadata, save_checkpoint
 from pssm.data import Sequences
+from pssm.inference.chunked import run_fingerprint
 from pssm.inference.exact.discrete import posterior_batch
 from pssm.inference.exact.forward_backward import HMMPosterior
 from pssm.params import freeze, trainable_mask
@@ -77,7 +81,10 @@ class EMResult(NamedTuple):
 
         if self.model is None or self.data is None:
             raise ValueError("this EMResult has no model/data (built by hand); use pssm.inference.most_likely_states.")
-        path = _viterbi(self.model, self.params, self.data)
+        from pssm.jit import runtime_checks
+
+        with runtime_checks("EMResult.most_likely_states"):
+            path = _viterbi(self.model, self.params, self.data)
         return path[0] if self.single else path
 
 
@@ -158,6 +165,8 @@ def fit_em(
     min_iters: int = 1,
     frozen: Sequence[str] = (),
     progress: bool = False,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int = 10,
 ) -> EMResult:
     """Fit a component-built discrete-state model by EM (MAP under ``model.log_prior``).
 
@@ -165,7 +174,9 @@ def fit_em(
     (checked against ``model.emission_shape``).  ``key`` drives sampled or stochastic M-steps.  Stops after
     ``num_iters`` iterations or when ``|obj_i - obj_{i-1}| <= tol (|obj_{i-1}| + 1)`` past ``min_iters``.
     ``lengths`` marks padding of a padded batch.  ``frozen``: dotted params paths held fixed (e.g.
-    ``["initial", "emissions.covs"]``).
+    ``["initial", "emissions.covs"]``).  ``checkpoint``: a file the run is saved to every ``checkpoint_every``
+    iterations and at the end, and resumed from when it exists (same key, params, data and settings), ending
+    exactly as an uninterrupted run.
     """
     _components(model)
     model.check_params(params)
@@ -179,6 +190,8 @@ def fit_em(
         min_iters=min_iters,
         frozen=frozen,
         progress=progress,
+        checkpoint=checkpoint,
+        checkpoint_every=checkpoint_every,
     )
     return _as_single(result) if is_single_sequence(model, data) else result
 
@@ -187,24 +200,45 @@ def _as_single(result: EMResult) -> EMResult:
     return result._replace(posterior=unbatch(result.posterior), single=True)
 
 
-def _fit_prepared(key, model, params, data, *, num_iters=100, tol=1e-6, min_iters=1, frozen=(), progress=False):
+def _fit_prepared(
+    key,
+    model,
+    params,
+    data,
+    *,
+    num_iters=100,
+    tol=1e-6,
+    min_iters=1,
+    frozen=(),
+    progress=False,
+    checkpoint=None,
+    checkpoint_every=10,
+):
     from pssm.validation import check_key, check_positive_int
 
     check_key(key)
     num_iters = check_positive_int(num_iters, "num_iters")
     min_iters = check_positive_int(min_iters, "min_iters", minimum=0)
+    checkpoint_every = check_positive_int(checkpoint_every, "checkpoint_every")
     tol = _check_tol(tol)
+    frozen = (frozen,) if isinstance(frozen, str) else tuple(frozen)
     trainable = trainable_mask(resolve_spec(model, frozen))
     ftype = jnp.result_type(float)
     params = jax.tree.map(
         lambda a: jnp.asarray(a, ftype) if jnp.issubdtype(jnp.asarray(a).dtype, jnp.floating) else a, params
     )
     state = em_init(model, params)
-    lls, objs, times, converged = [], [], [], False
+    run = _Run(key, state, [], [], [], 0, False)
+    if checkpoint is not None:
+        config = {"num_iters": num_iters, "tol": tol, "min_iters": min_iters, "frozen": list(frozen)}
+        config["run"] = run_fingerprint(key, params, data, type(model).__name__)
+        run = _resume_em(Path(checkpoint), config, run)
+    key, state, lls, objs, times, converged = run.key, run.state, run.lls, run.objs, run.times, run.converged
     from tqdm.auto import tqdm
 
-    it = tqdm(range(num_iters), desc=f"EM {type(model.emission_component).__name__}", disable=not progress)
-    for i in it:
+    name = type(model.emission_component).__name__
+    it = tqdm(total=num_iters, initial=run.start, desc=f"EM {name}", disable=not progress)
+    for i in range(run.start, 0 if converged else num_iters):
         key, sub = jax.random.split(key)
         t0 = time.perf_counter()
         new_state, info = _em_step_jit(sub, state, model, data, trainable)
@@ -214,11 +248,17 @@ def _fit_prepared(key, model, params, data, *, num_iters=100, tol=1e-6, min_iter
             _explain_nonfinite(model, state.params, data, ll, obj, i)
         lls.append(ll)
         objs.append(obj)
+        it.update()
         it.set_postfix(objective=f"{obj:.4g}")
         if i >= max(min_iters, 1) and abs(objs[-1] - objs[-2]) <= tol * (abs(objs[-2]) + 1.0):
             converged = True
             break
         state = new_state
+        if checkpoint is not None and (i + 1) % checkpoint_every == 0 and i + 1 < num_iters:
+            _save_em(checkpoint, config, _Run(key, state, lls, objs, times, i + 1, False))
+    it.close()
+    if checkpoint is not None:
+        _save_em(checkpoint, config, _Run(key, state, lls, objs, times, len(lls), converged))
     post, _ = _final(model, state.params, data)
     spi = float(np.median(times[1:])) if len(times) > 1 else float(times[0])
     return EMResult(
@@ -233,6 +273,40 @@ def _fit_prepared(key, model, params, data, *, num_iters=100, tol=1e-6, min_iter
         model,
         data,
     )
+
+
+class _Run(NamedTuple):
+    """An EM run between iterations: the key and state entering iteration ``start``, the traces so far."""
+
+    key: Any
+    state: EMState
+    lls: list
+    objs: list
+    times: list
+    start: int
+    converged: bool
+
+
+def _save_em(path, config: dict, run: _Run) -> None:
+    traces = tuple(np.asarray(v, np.float64) for v in (run.lls, run.objs, run.times))
+    save_checkpoint(path, (run.key, run.state, traces), start=run.start, converged=run.converged, config=config)
+
+
+def _resume_em(path: Path, config: dict, run: _Run) -> _Run:
+    """The run saved at ``path`` (the fresh ``run`` when there is none); another run's file is refused."""
+    if not path.exists():
+        return run
+    meta = read_checkpoint_metadata(path)
+    if meta.get("config") != config:
+        raise ValueError(
+            f"EM checkpoint {path} was written by another run ({meta.get('config')}); this call is {config}. Resume "
+            "with the same key, params, data and settings, or give another checkpoint path (or delete it)."
+        )
+    n = int(meta["start"])
+    template = (run.key, run.state, tuple(np.zeros(n, np.float64) for _ in range(3)))
+    (key, state, traces), _ = load_checkpoint(path, template)
+    lls, objs, times = (list(map(float, t)) for t in traces)
+    return _Run(key, state, lls, objs, times, n, bool(meta["converged"]))
 
 
 def _check_tol(tol: Any) -> float:
@@ -267,7 +341,10 @@ def fit_em_restarts(
     num_restarts: int = 5,
     **options: Any,
 ) -> tuple[EMResult, list[EMResult]]:
-    """EM from ``num_restarts`` initialisations ``model.initialize(key, data)``; ``(best, all)`` by objective."""
+    """EM from ``num_restarts`` initialisations ``model.initialize(key, data)``; ``(best, all)`` by objective.
+
+    ``options`` are :func:`fit_em`'s; with ``checkpoint=path`` restart ``r`` is saved to ``path.restart{r}``, so a
+    killed run resumes in the restart it was in (finished restarts are read back, not run again)."""
     from pssm.validation import check_positive_int
 
     _components(model)
@@ -276,10 +353,12 @@ def fit_em_restarts(
     check_key(key)
     num_restarts = check_positive_int(num_restarts, "num_restarts")
     prepared = as_model_data(model, data, inputs, lengths=lengths)
+    checkpoint = options.pop("checkpoint", None)
     results = []
-    for k in jax.random.split(key, num_restarts):
+    for r, k in enumerate(jax.random.split(key, num_restarts)):
         ki, ke = jax.random.split(k)
-        results.append(_fit_prepared(ke, model, model.initialize(ki, prepared), prepared, **options))
+        file = None if checkpoint is None else f"{os.fspath(checkpoint)}.restart{r}"
+        results.append(_fit_prepared(ke, model, model.initialize(ki, prepared), prepared, checkpoint=file, **options))
     if is_single_sequence(model, data):
         results = [_as_single(r) for r in results]
     best = max(results, key=lambda r: float(r.log_objective[-1]))

@@ -20,6 +20,7 @@ iterates.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -32,7 +33,8 @@ from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 from pssm.arviz import to_arviz
 from pssm.display import short_repr
-from pssm.inference.mcmc.csmc import run_chunked, validate_num_particles, validate_reference, validate_sequence
+from pssm.inference.chunked import run_chunked
+from pssm.inference.mcmc.csmc import validate_num_particles, validate_reference, validate_sequence
 from pssm.inference.mcmc.ppg import PPGState, paris_sweep, ppg_step, validate_backward
 from pssm.inference.smc.backward import BackwardKernel
 from pssm.inference.smc.filter import FeynmanKac, as_feynman_kac
@@ -226,6 +228,8 @@ def score_ascent(
     mask: Bool[Array, " T"] | None = None,
     progress: bool = False,
     chunk_size: int = 50,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int = 1,
 ) -> ScoreAscentResult:
     """Stochastic score ascent from ``theta0`` (or from ``state`` of a previous result, same optimiser).
 
@@ -233,6 +237,8 @@ def score_ascent(
     params.  ``estimator``: ``"paris"`` or ``"ppg"`` (PPG's frozen *path* carried across updates).  ``frozen``:
     dotted paths into ``theta0`` (e.g. ``"log_sx"``, ``"emissions.cov"``; ``"*"`` = all) whose gradients and
     updates are zeroed, so those leaves stay bit for bit at their starting values.
+    ``checkpoint``: a file the run is saved to every ``checkpoint_every`` chunks of ``chunk_size`` iterations and
+    resumed from when it exists, ending exactly as an uninterrupted run (:func:`pssm.inference.chunked.run_chunked`).
     """
     check_key(key)
     fk = as_feynman_kac(model)
@@ -291,7 +297,16 @@ def score_ascent(
     args = (fk, SameFunction(params_fn), optimizer, emissions, num_particles, estimator, num_backward, backward)
     args += (inputs, mask, trainable)
     state, (thetas, scores, lls) = run_chunked(
-        _sweep, state, k_run, k, args=args, chunk_size=chunk_size, progress=progress, desc=f"score ascent ({estimator})"
+        _sweep,
+        state,
+        k_run,
+        k,
+        args=args,
+        chunk_size=chunk_size,
+        progress=progress,
+        desc=f"score ascent ({estimator})",
+        checkpoint=checkpoint,
+        checkpoint_every=checkpoint_every,
     )
     avg = jax.tree.map(lambda v: np.mean(v[k // 2 :], axis=0), thetas)
     return ScoreAscentResult(state.theta, avg, thetas, scores, lls, state)

@@ -20,6 +20,7 @@ over ``num_chains`` parallel chains and divided by :math:`T`; the optimiser is a
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
@@ -31,9 +32,9 @@ from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 from pssm.arviz import summary_group, to_arviz
 from pssm.display import short_repr
+from pssm.inference.chunked import run_chunked
 from pssm.inference.mcmc.csmc import (
     csmc_kernel,
-    run_chunked,
     validate_method,
     validate_num_particles,
     validate_sequence,
@@ -237,12 +238,16 @@ def markov_score_climbing(
     store_means: bool = False,
     progress: bool = False,
     chunk_size: int = 100,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int = 1,
 ) -> ScoreClimbingResult:
     """Fit a :class:`GaussianMarkovQ` to :math:`p_\\theta(x \\mid y)` by Markov score climbing.
 
     ``kernel``: ``"csmc"`` (conditional SMC with path update ``method``; proposals from the ``model`` transition or
     from ``q``) or ``"ppg"`` (PaRIS particle Gibbs refresh).  States must be vectors ``(D,)``.  Resume with
     ``state=result.state`` (same optimiser).
+    ``checkpoint``: a file the run is saved to every ``checkpoint_every`` chunks of ``chunk_size`` iterations and
+    resumed from when it exists, ending exactly as an uninterrupted run (:func:`pssm.inference.chunked.run_chunked`).
     """
     check_key(key)
     if not isinstance(model, SSM):
@@ -289,6 +294,8 @@ def markov_score_climbing(
         chunk_size=chunk_size,
         progress=progress,
         desc="Markov score climbing",
+        checkpoint=checkpoint,
+        checkpoint_every=checkpoint_every,
     )
     means, covs = jax.jit(q_marginals)(state.q)
     return ScoreClimbingResult(state.q, means, covs, lqs, lls, means_tr, state)

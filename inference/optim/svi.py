@@ -9,6 +9,7 @@ objective :math:`\\log p(y \\mid \\theta) + \\log p(\\theta)`.  ``guide='delta'`
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any, Literal, NamedTuple
 
@@ -23,6 +24,7 @@ from numpyro.infer.autoguide import AutoDelta, AutoNormal
 from pssm.arviz import summary_group, to_arviz
 from pssm.boundary import as_sequences
 from pssm.display import short_repr
+from pssm.inference.chunked import run_chunked
 from pssm.inference.numpyro_model import make_numpyro_model
 from pssm.inference.smc.filter import validate_sequence
 from pssm.params import freeze, is_spec, leaf_names, path_name
@@ -67,9 +69,16 @@ def fit_svi(
     init_scale: float = 0.05,
     frozen: Sequence[str] = (),
     progress: bool = False,
+    chunk_size: int = 500,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int = 1,
 ) -> SVIResult:
     """Fit ``model`` by SVI (Adam, ``num_iters`` steps) on ``data`` (anything the model's boundary accepts),
-    starting the guide at ``params`` (also the values of the ``frozen`` leaves)."""
+    starting the guide at ``params`` (also the values of the ``frozen`` leaves).
+
+    The steps run in jitted chunks of ``chunk_size``; ``checkpoint``: a file the SVI state and losses are saved to
+    every ``checkpoint_every`` chunks and resumed from when it exists, ending exactly as an uninterrupted run
+    (:func:`pssm.inference.chunked.run_chunked`)."""
     check_key(key)
     num_iters = check_positive_int(num_iters, "num_iters")
     if guide not in ("delta", "normal"):
@@ -93,10 +102,28 @@ def fit_svi(
     loc = init_to_value(values=init)
     g = AutoDelta(fn, init_loc_fn=loc) if guide == "delta" else AutoNormal(fn, init_loc_fn=loc, init_scale=init_scale)
     svi = SVI(fn, g, optax.adam(learning_rate), Trace_ELBO())
-    res = svi.run(key, num_iters, *args, progress_bar=progress, **kwargs)
-    med = g.median(res.params)
+    state = svi.init(key, *args, **kwargs)
+    state, losses = run_chunked(
+        _svi_step,
+        state,
+        key,
+        num_iters,
+        args=(svi, args, kwargs),
+        chunk_size=chunk_size,
+        progress=progress,
+        desc="SVI",
+        checkpoint=checkpoint,
+        checkpoint_every=checkpoint_every,
+    )
+    fitted = svi.get_params(state)
+    med = g.median(fitted)
     leaves = [med[path_name(p)] if s.trainable else v for (p, s), v in zip(flat, given, strict=True)]
-    return SVIResult(jax.tree_util.tree_unflatten(treedef, leaves), res.losses, g, res.params)
+    return SVIResult(jax.tree_util.tree_unflatten(treedef, leaves), jnp.asarray(losses), g, fitted)
+
+
+def _svi_step(key, state, svi, args, kwargs):
+    """One SVI update (its randomness comes from the SVI state's own key)."""
+    return svi.update(state, *args, **kwargs)
 
 
 @to_arviz.register(SVIResult)

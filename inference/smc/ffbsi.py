@@ -25,7 +25,14 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 from pssm.arviz import summary_group, to_arviz
 from pssm.display import short_repr
 from pssm.inference.smc.backward import BackwardKernel, ExactBackward
-from pssm.inference.smc.filter import ParticleHistory, as_feynman_kac, particle_filter, validate_sequence
+from pssm.inference.smc.filter import (
+    ParticleHistory,
+    as_feynman_kac,
+    history_collapsed,
+    particle_filter,
+    refuse_collapsed,
+    validate_sequence,
+)
 from pssm.inference.smc.resampling import multinomial, normalize_log_weights
 from pssm.protocol import SSM, PyTree
 from pssm.validation import check_key
@@ -83,11 +90,16 @@ def ffbsi(
     *,
     backward: BackwardKernel | None = None,
     inputs: PyTree = None,
+    allow_collapsed: bool = False,
 ) -> FFBSiResult:
-    """Draw ``num_trajectories`` smoothed trajectories from a filter history (default kernel: exact)."""
+    """Draw ``num_trajectories`` smoothed trajectories from a filter history (default kernel: exact).
+
+    A history with a step of zero total weight (a collapsed filter) raises ``FloatingPointError`` unless
+    ``allow_collapsed=True``."""
     check_key(key)
     model = as_feynman_kac(model).model
     _validate_history(history, inputs)
+    refuse_collapsed(history_collapsed(history), "ffbsi", allow_collapsed)
     if not isinstance(num_trajectories, int) or num_trajectories < 1:
         raise ValueError(f"num_trajectories must be a positive int; got {num_trajectories!r}.")
     return _ffbsi(key, model, params, history, num_trajectories, backward or ExactBackward(), inputs)
@@ -129,11 +141,13 @@ def marginal_smoother(
     *,
     inputs: PyTree = None,
     chunk_size: int = 256,
+    allow_collapsed: bool = False,
 ) -> MarginalSmootherResult:
     """Forward filtering, backward smoothing of the marginals (:math:`O(N^2 T)`, memory
-    :math:`O(N \\cdot \\text{chunk\\_size})` per step)."""
+    :math:`O(N \\cdot \\text{chunk\\_size})` per step); a collapsed history raises unless ``allow_collapsed``."""
     model = as_feynman_kac(model).model
     _validate_history(history, inputs)
+    refuse_collapsed(history_collapsed(history), "marginal_smoother", allow_collapsed)
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1; got {chunk_size}.")
     return _marginal(model, params, history, inputs, int(chunk_size))
@@ -200,8 +214,10 @@ def particle_smoother(
     mask=None,
     resampling: str = "systematic",
     ess_threshold: float = 0.5,
+    allow_collapsed: bool = False,
 ) -> FFBSiResult:
-    """Run a bootstrap (or given :class:`FeynmanKac`) filter with history, then FFBSi."""
+    """Run a bootstrap (or given :class:`FeynmanKac`) filter with history, then FFBSi (a collapsed filter raises
+    ``FloatingPointError`` unless ``allow_collapsed=True``)."""
     check_key(key)
     emissions, mask, inputs = validate_sequence(emissions, inputs, mask)  # particle_filter prepares the inputs
     kf, kb = jax.random.split(key)
@@ -217,7 +233,8 @@ def particle_smoother(
         ess_threshold=ess_threshold,
         history=True,
     )
-    res = ffbsi(kb, model, params, fr.history, num_trajectories, backward=backward, inputs=inputs)
+    refuse_collapsed(fr.collapsed, "particle_smoother", allow_collapsed)
+    res = ffbsi(kb, model, params, fr.history, num_trajectories, backward=backward, inputs=inputs, allow_collapsed=True)
     return res._replace(log_likelihood=fr.log_likelihood)
 
 

@@ -31,6 +31,7 @@ import numpyro.distributions as dist
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 from pssm.arviz import summary_group, to_arviz
+from pssm.boundary import check_inputs_taken
 from pssm.display import short_repr
 from pssm.inference.smc.resampling import (
     Resampler,
@@ -183,6 +184,8 @@ class ParticleHistory(NamedTuple):
     ancestors: Int[Array, "T N"]
     """``ancestors[t, k]`` indexes the particle at ``t-1`` that particle ``k`` at ``t`` descends from
     (``ancestors[0] = arange(N)``)."""
+    collapsed: Bool[Array, " T"] | None = None
+    """``collapsed[t]``: every weight vanished at step ``t`` (the weights were reset to uniform there)."""
 
     __repr__ = short_repr
 
@@ -356,6 +359,26 @@ def _identity(x):
     return x
 
 
+def refuse_collapsed(collapsed: Any, what: str, allow_collapsed: bool) -> None:
+    """``FloatingPointError`` when a filter behind ``what`` collapsed (every weight zero at some step), unless
+    ``allow_collapsed``; a traced flag (inside a user's ``jit``) is left to the result's ``collapsed`` field."""
+    if allow_collapsed or is_tracer(collapsed) or not bool(np.any(np.asarray(collapsed))):
+        return
+    raise FloatingPointError(
+        f"{what}: the particle filter collapsed (every particle's weight is zero at some step), so the estimate "
+        "would be meaningless. Use more particles or a better proposal, check the data for impossible "
+        "observations (NaN marks a missing one), or pass allow_collapsed=True to get the result flagged "
+        "collapsed=True."
+    )
+
+
+def history_collapsed(history: ParticleHistory) -> Any:
+    """Whether any step of a filter history has no particle of positive weight."""
+    if history.collapsed is None:
+        return ~jnp.all(jnp.any(jnp.isfinite(history.log_weights), axis=-1))
+    return jnp.any(history.collapsed)
+
+
 def validate_sequence(emissions, inputs, mask, name: str = "emissions", *, model=None):
     """Boundary checks for one sequence: returns ``(emissions, mask, inputs)`` as jax arrays (mask defaults to all
     observed); every ``inputs`` leaf must share the leading time axis.  With ``model`` (an SSM or FeynmanKac) the
@@ -389,6 +412,10 @@ def validate_sequence(emissions, inputs, mask, name: str = "emissions", *, model
     emissions, mask = split_missing(emissions, 1, mask)  # NaN = missing: no reweighting at that step
     if model is not None:
         ssm = model.model if isinstance(model, FeynmanKac) else model
+        hooks = (model.proposal, model.initial_proposal, model.lookahead) if isinstance(model, FeynmanKac) else ()
+        custom = any(h is not None for h in hooks)
+        if not custom:  # a user's proposal or lookahead may read inputs the model itself does not
+            check_inputs_taken(ssm, inputs)
         want = tuple(ssm.emission_shape)
         got = tuple(emissions.shape[1:])
         if got != want and not (want == (1,) and got == ()):
@@ -474,7 +501,8 @@ def _particle_filter(
             "inc": info.log_likelihood_increment,
         }
         if history:
-            o["hist"] = ParticleHistory(state.particles, state.log_weights, info.ancestors)
+            vanished = ~jnp.isfinite(info.log_likelihood_increment)
+            o["hist"] = ParticleHistory(state.particles, state.log_weights, info.ancestors, vanished)
         return o
 
     def body(state, xs):

@@ -40,6 +40,7 @@ from pssm.inference.smc.filter import (
     as_feynman_kac,
     filter_init,
     filter_step,
+    refuse_collapsed,
     validate_sequence,
 )
 from pssm.inference.smc.resampling import Resampler, get_resampler
@@ -325,12 +326,14 @@ def paris(
     ess_threshold: float = 0.5,
     return_estimates: bool = False,
     sharding: jax.sharding.Sharding | None = None,
+    allow_collapsed: bool = False,
 ) -> PaRISResult:
     """Offline PaRIS over a whole sequence (a ``lax.scan`` of :func:`paris_step`; memory :math:`O(N)`).
 
     ``functional``: an :class:`AdditiveFunctional` or ``h(x_prev, x, t)``.  ``backward`` defaults to
     :func:`default_backward_kernel`.  ``return_estimates=True`` also returns :math:`E[S_t \\mid y_{0:t}]` for every
-    ``t`` (``T`` times the size of the functional).
+    ``t`` (``T`` times the size of the functional).  A collapsed filter (every weight zero at some step) raises
+    ``FloatingPointError`` unless ``allow_collapsed=True`` (then the result says ``collapsed=True``).
     """
     check_key(key)
     fk = as_feynman_kac(model)
@@ -343,7 +346,7 @@ def paris(
     if backward is None:
         backward = default_backward_kernel(fk.model)
     check_backward_kernel(backward, allow_none=False)
-    return _paris(
+    result = _paris(
         key,
         fk,
         params,
@@ -359,6 +362,8 @@ def paris(
         bool(return_estimates),
         sharding,
     )
+    refuse_collapsed(result.collapsed, "paris", allow_collapsed)
+    return result
 
 
 @eqx.filter_jit

@@ -85,6 +85,10 @@ class DeepMarkovModel(SSM):
         return (self.emission_dim,)
 
     @property
+    def takes_inputs(self) -> bool:
+        return False
+
+    @property
     def data_kind(self) -> str:
         """What the boundary checks the data for: binary, counts or real."""
         return {"bernoulli": "binary", "poisson": "counts", "gaussian": "real"}[self.emission_kind]

@@ -185,6 +185,10 @@ class GLMEmissions(EmissionComponent):
     def emission_lags(self) -> int:
         return 0 if self.basis is None else int(self.basis.shape[0])
 
+    @property
+    def takes_inputs(self) -> bool:
+        return self.num_covariates > 0
+
     def features(self, past: Array, inputs: Any = None) -> GLMInputs:
         """``GLMInputs(history, covariates)`` of one step from ``past`` ``(L, N)`` (``past[0] = y_{t-1}``):
         ``history[n*K + k] = sum_l basis[l, k] past[l, n]``."""

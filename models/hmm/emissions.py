@@ -75,6 +75,11 @@ class EmissionComponent(Component):
     def emission_lags(self) -> int:
         return 0
 
+    @property
+    def takes_inputs(self) -> bool:
+        """Whether :meth:`distribution` reads exogenous inputs (the HMM's :attr:`pssm.SSM.takes_inputs`)."""
+        return False
+
     def features(self, past: Array, inputs: PyTree = None) -> PyTree:
         """Per-step model inputs from the past ``emission_lags`` emissions (see :func:`pssm.model_inputs`)."""
         return inputs

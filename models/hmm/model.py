@@ -102,6 +102,10 @@ class HMM(DiscreteSSM):
     def emission_lags(self) -> int:
         return self.emission_component.emission_lags
 
+    @property
+    def takes_inputs(self) -> bool:
+        return self.emission_component.takes_inputs
+
     def emission_features(self, past: Array, inputs: PyTree = None) -> PyTree:
         return self.emission_component.features(past, inputs)
 

@@ -104,6 +104,10 @@ class LinearGaussianSSM(SSM):
     def emission_shape(self) -> tuple[int, ...]:
         return (self.emission_dim,)
 
+    @property
+    def takes_inputs(self) -> bool:
+        return self.input_dim > 0
+
     def random_params(self, key: PRNGKeyArray, spectral_radius: float = 0.9) -> LGSSMParams:
         """Random stable parameters (for tests and examples)."""
         Dx, Dy, Du = self.state_dim, self.emission_dim, self.input_dim

@@ -84,6 +84,10 @@ class StochasticVolatility(SSM):
     def emission_shape(self) -> tuple[int, ...]:
         return ()
 
+    @property
+    def takes_inputs(self) -> bool:
+        return False
+
     def emission(self, params: SVParams, state, t, inputs=None):
         return dist.Normal(0.0, jnp.exp(0.5 * state))
 
@@ -125,6 +129,10 @@ class KitagawaGrowth(SSM):
     @property
     def emission_shape(self) -> tuple[int, ...]:
         return ()
+
+    @property
+    def takes_inputs(self) -> bool:
+        return False
 
     def emission(self, params: KitagawaParams, state, t, inputs=None):
         return dist.Normal(state**2 / 20.0, params.sigma_y)
@@ -198,6 +206,10 @@ class Lorenz96(SSM):
     def emission_shape(self) -> tuple[int, ...]:
         return (self.emission_dim,)
 
+    @property
+    def takes_inputs(self) -> bool:
+        return False
+
     def emission(self, params: Lorenz96Params, state, t, inputs=None):
         return dist.Normal(state[:: self.obs_every], params.sigma_y).to_event(1)
 
@@ -247,6 +259,10 @@ class ChaoticRNN(SSM):
     @property
     def emission_shape(self) -> tuple[int, ...]:
         return (self.emission_dim,)
+
+    @property
+    def takes_inputs(self) -> bool:
+        return False
 
     def emission(self, params: ChaoticRNNParams, state, t, inputs=None):
         return dist.Normal(params.emission_weights @ jnp.tanh(state), params.sigma_y).to_event(1)
@@ -338,6 +354,10 @@ class PoissonLDS(SSM):
     @property
     def emission_shape(self) -> tuple[int, ...]:
         return (self.num_neurons,)
+
+    @property
+    def takes_inputs(self) -> bool:
+        return False
 
     def emission(self, params: PoissonLDSParams, state, t, inputs=None):
         return dist.Poisson(jnp.exp(params.emission_weights @ state + params.emission_bias)).to_event(1)

@@ -1,0 +1,137 @@
+"""Property tests (hypothesis) at the public boundary: random shapes, lengths, NaN and -inf patterns and dtypes.
+
+Every generated call either raises the documented error class naming the argument, or returns a finite result
+equal to the exact answer: brute-force enumeration over all paths for forward-backward, dense Gaussian conditioning
+on the observed entries for the Kalman smoother.  Examples are drawn deterministically (``derandomize``) from small
+shape ranges, so the set of compiled programs stays small.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+import pssm.models as pm
+from pssm.boundary import as_sequences
+from pssm.inference import hmm_log_likelihood, hmm_smoother, hmm_viterbi, kalman_smoother, smoother
+from pssm.models.testing import dense_lgssm_posterior, enumerate_hmm
+
+pytestmark = pytest.mark.xdist_group("properties")
+SETTINGS = settings(
+    max_examples=30, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+FINITE = st.floats(-4.0, 4.0, allow_nan=False, width=32)
+SPARSE = st.sampled_from([False, False, True])  # a mask with about one entry in three set
+
+
+@st.composite
+def hmm_problems(draw):
+    """Log potentials with some impossible entries (-inf), a stochastic transition matrix with some zeros."""
+    S, T = draw(st.integers(1, 3)), draw(st.integers(1, 5))
+    li = draw(arrays(np.float64, S, elements=FINITE))
+    li = li - np.logaddexp.reduce(li)  # log-probabilities
+    raw = draw(arrays(np.float64, (S, S), elements=st.floats(0.05, 1.0)))
+    zeros = draw(arrays(bool, (S, S), elements=st.booleans())) & ~np.eye(S, dtype=bool)
+    A = np.where(zeros, 0.0, raw)
+    A /= A.sum(1, keepdims=True)
+    ll = draw(arrays(np.float64, (T, S), elements=FINITE))
+    ll = np.where(draw(arrays(bool, (T, S), elements=SPARSE)), -np.inf, ll)
+    length = draw(st.integers(1, T))
+    with np.errstate(divide="ignore"):
+        return li, np.log(A), ll, length
+
+
+@SETTINGS
+@given(problem=hmm_problems(), parallel=st.booleans())
+def test_forward_backward_equals_enumeration_or_flags_an_impossible_sequence(problem, parallel, x64):
+    li, lt, ll, n = problem
+    post = hmm_smoother(li, lt, ll, n, parallel=parallel)
+    logz, marg, _, best, _, _ = enumerate_hmm(li, lt, ll[:n])
+    if np.isneginf(logz):  # the data have probability zero: flagged, log-likelihood -inf, Viterbi refuses
+        assert 0 <= int(post.impossible_step) < n and float(post.log_likelihood) == -np.inf
+        with pytest.raises(ValueError, match="no state path"):
+            hmm_viterbi(li, lt, ll, n)
+        return
+    assert int(post.impossible_step) == -1
+    np.testing.assert_allclose(post.log_likelihood, logz, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(post.smoothed_probs[:n], marg, atol=1e-9)
+    np.testing.assert_allclose(hmm_log_likelihood(li, lt, ll, n, parallel=parallel), logz, rtol=1e-9, atol=1e-9)
+    path = np.asarray(hmm_viterbi(li, lt, ll, n))
+    assert (path[n:] == -1).all()
+    # the decoded path is a maximiser (ties allowed): its log-probability equals the brute-force maximum
+    lp = lambda z: li[z[0]] + ll[0, z[0]] + sum(lt[z[t - 1], z[t]] + ll[t, z[t]] for t in range(1, n))  # noqa: E731
+    np.testing.assert_allclose(lp(path[:n]), lp(best), rtol=1e-9, atol=1e-9)
+
+
+@SETTINGS
+@given(problem=hmm_problems(), where=st.sampled_from(["log_initial", "log_transitions", "log_likelihoods"]),
+       bad=st.sampled_from([np.nan, np.inf]))  # fmt: skip
+def test_nan_or_plus_inf_potentials_are_refused_naming_the_argument(problem, where, bad):
+    li, lt, ll, n = problem
+    args = {"log_initial": li.copy(), "log_transitions": lt.copy(), "log_likelihoods": ll.copy()}
+    args[where].reshape(-1)[0] = bad
+    with pytest.raises(ValueError, match=where):
+        hmm_smoother(**args, length=n)
+
+
+@st.composite
+def lgssm_problems(draw):
+    Dx, Dy, T = draw(st.integers(1, 2)), draw(st.integers(1, 3)), draw(st.integers(1, 5))
+    params = pm.LinearGaussianSSM(Dx, Dy).random_params(jax.random.PRNGKey(draw(st.integers(0, 50))))
+    y = draw(arrays(np.float64, (T, Dy), elements=FINITE))
+    missing = draw(arrays(bool, (T, Dy), elements=SPARSE))
+    return params, np.where(missing, np.nan, y)
+
+
+@SETTINGS
+@given(problem=lgssm_problems(), parallel=st.booleans())
+def test_kalman_with_missing_entries_equals_dense_conditioning(problem, parallel, x64):
+    params, y = problem
+    res = kalman_smoother(params, y, parallel=parallel)
+    ll, means, covs, _ = dense_lgssm_posterior(params, y)
+    np.testing.assert_allclose(res.log_likelihood, ll, rtol=1e-7, atol=1e-7)
+    np.testing.assert_allclose(res.smoothed_means, means, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(res.smoothed_covs, covs, rtol=1e-6, atol=1e-6)
+
+
+DTYPES = st.sampled_from(["float32", "float64", "int32", "int64", "bool", "object", "str"])
+
+
+@SETTINGS
+@given(T=st.integers(0, 4), D=st.integers(1, 3), lead=st.integers(0, 2), dtype=DTYPES, as_list=st.booleans())
+def test_sequences_boundary_accepts_or_names_the_problem(T, D, lead, dtype, as_list):
+    """Any array or list of arrays given to an HMM with D-dimensional Gaussian emissions: a Sequences with the
+    model's emission shape, or a ValueError/TypeError that names the data."""
+    model = pm.HMM(2, pm.GaussianEmissions(2))
+    shape = (2,) * lead + (T, D)
+    y = np.arange(int(np.prod(shape))).reshape(shape).astype(dtype)
+    data = list(y) if as_list and lead else y
+    try:
+        seqs = as_sequences(model, data)
+    except (ValueError, TypeError) as e:
+        assert "data" in str(e)
+        bad_dtype, bad_shape, empty = dtype in ("object", "str"), D != 2 or lead > 1, T == 0
+        assert bad_dtype or bad_shape or empty, f"refused a valid input: {e}"
+        return
+    assert dtype not in ("object", "str") and D == 2 and T >= 1
+    assert tuple(seqs.emission_shape) == (2,) and seqs.emissions.shape[1] == T
+
+
+@SETTINGS
+@given(T=st.integers(1, 5), lengths=st.lists(st.integers(-1, 6), min_size=2, max_size=2))
+def test_ragged_lengths_within_range_or_refused(T, lengths):
+    model = pm.HMM(2, pm.PoissonEmissions(1))
+    params = model.initialize(jax.random.PRNGKey(0), np.ones((4, 1)))
+    y = np.ones((2, T, 1))
+    if all(1 <= n <= T for n in lengths):
+        post = smoother(model, params, y, lengths=np.asarray(lengths))
+        for b, n in enumerate(lengths):
+            np.testing.assert_allclose(post.log_likelihood[b], smoother(model, params, y[b, :n]).log_likelihood,
+                                       rtol=1e-5)  # fmt: skip
+    else:
+        with pytest.raises(ValueError, match="length"):
+            smoother(model, params, y, lengths=np.asarray(lengths))
