@@ -1531,12 +1531,13 @@ def smc_cases() -> None:
     # an observation no particle can explain (its density underflows to 0 for all): the filter collapses
     yc = np.asarray(ys, np.float64).copy()
     yc[5] = 1e200
-    hist = functools.cache(lambda: pf(K(0), ms, ps, yc, 16, history=True).history)
+    # (bound now, as defaults: smc_cases reuses these names for other models further down)
+    hist_c = functools.cache(lambda m=ms, p=ps, y=yc: pf(K(0), m, p, y, 16, history=True).history)
     collapsing = {
-        "paris": lambda **k: smc.paris(K(0), ms, ps, yc, 16, lambda xp, x, t: x, **k),
-        "particle_smoother": lambda **k: smc.particle_smoother(K(0), ms, ps, yc, 16, 4, **k),
-        "ffbsi": lambda **k: smc.ffbsi(K(1), ms, ps, hist(), 4, **k),
-        "marginal_smoother": lambda **k: smc.marginal_smoother(ms, ps, hist(), **k),
+        "paris": lambda m=ms, p=ps, y=yc, **k: smc.paris(K(0), m, p, y, 16, lambda xp, x, t: x, **k),
+        "particle_smoother": lambda m=ms, p=ps, y=yc, **k: smc.particle_smoother(K(0), m, p, y, 16, 4, **k),
+        "ffbsi": lambda m=ms, p=ps, h=hist_c, **k: smc.ffbsi(K(1), m, p, h(), 4, **k),
+        "marginal_smoother": lambda m=ms, p=ps, h=hist_c, **k: smc.marginal_smoother(m, p, h(), **k),
     }
     for e2, call in collapsing.items():
         case(e2, "collapsed filter (an impossible observation)", call, raises("collapsed"), True)
@@ -1550,7 +1551,7 @@ def smc_cases() -> None:
     case(
         "particle_filter[SV]",
         "collapsed filter is flagged",
-        lambda: pf(K(0), ms, ps, yc, 16, history=True),
+        lambda m=ms, p=ps, y=yc: pf(K(0), m, p, y, 16, history=True),
         handles(lambda r: (bool(r.collapsed) and bool(r.history.collapsed[5]), f"collapsed={bool(r.collapsed)}")),
         True,
     )

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -72,9 +73,18 @@ def runtime_check_message(error: BaseException) -> str | None:
     return None if i < 0 else text[i + len(RUNTIME_CHECK) :].split("\n", 1)[0].strip()
 
 
+def _not_a_package_check(record: logging.LogRecord) -> bool:
+    """Logging filter: drop JAX's "pure_callback failed" record of a package check (it is re-raised clearly)."""
+    exc = record.exc_info[1] if record.exc_info else None
+    return exc is None or RUNTIME_CHECK not in str(exc)
+
+
 @contextlib.contextmanager
 def runtime_checks(name: str) -> Iterator[None]:
-    """Re-raise a failed package check from inside a compiled program as ``ValueError(f"{name}: ...")``."""
+    """Re-raise a failed package check from inside a compiled program as ``ValueError(f"{name}: ...")`` (and keep
+    JAX from logging its callback traceback first)."""
+    logger = logging.getLogger("jax._src.callback")
+    logger.addFilter(_not_a_package_check)
     try:
         yield
     except RuntimeError as e:  # JaxRuntimeError (jax.jit) and EquinoxRuntimeError (equinox.filter_jit)
@@ -82,6 +92,8 @@ def runtime_checks(name: str) -> Iterator[None]:
         if msg is None:
             raise
         raise ValueError(f"{name}: {msg}") from None
+    finally:
+        logger.removeFilter(_not_a_package_check)
 
 
 def _as_array(x: Any) -> Any:

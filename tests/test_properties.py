@@ -135,3 +135,34 @@ def test_ragged_lengths_within_range_or_refused(T, lengths):
     else:
         with pytest.raises(ValueError, match="length"):
             smoother(model, params, y, lengths=np.asarray(lengths))
+
+
+@st.composite
+def sv_data(draw):
+    T = draw(st.integers(1, 6))
+    y = draw(arrays(np.float64, T, elements=FINITE))
+    missing = draw(arrays(bool, T, elements=SPARSE))
+    shape = draw(st.sampled_from(["(T,)", "(T, 1)", "(T, 2)", "(1, T)"]))
+    return np.where(missing, np.nan, y), shape, draw(st.sampled_from(["float32", "float64", "list"]))
+
+
+@SETTINGS
+@given(problem=sv_data())
+def test_particle_filter_nan_means_missing_or_the_shape_is_refused(problem):
+    """Stochastic volatility (scalar emissions, ``emission_shape ()``): a (T,) series runs and its NaN steps equal
+    ``mask=False`` with the same key (no reweighting there); any other shape is refused naming the emissions."""
+    from pssm.inference.smc import particle_filter
+
+    y, shape, dtype = problem
+    model = pm.StochasticVolatility()
+    params = model.make_params()
+    data = {"(T,)": y, "(T, 1)": y[:, None], "(T, 2)": np.stack([y, y], 1), "(1, T)": y[None]}[shape]
+    data = data.tolist() if dtype == "list" else data.astype(dtype)
+    if shape != "(T,)":
+        with pytest.raises(ValueError, match="emissions"):
+            particle_filter(jax.random.PRNGKey(0), model, params, data, 8)
+        return
+    res = particle_filter(jax.random.PRNGKey(0), model, params, data, 8)
+    ref = particle_filter(jax.random.PRNGKey(0), model, params, np.nan_to_num(y), 8, mask=~np.isnan(y))
+    assert np.isfinite(res.log_likelihood)
+    np.testing.assert_allclose(res.log_likelihood, ref.log_likelihood, rtol=1e-5)

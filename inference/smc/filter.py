@@ -359,6 +359,10 @@ def _identity(x):
     return x
 
 
+def _with_time(shape: tuple) -> str:
+    return "(T, " + ", ".join(map(str, shape)) + ")" if shape else "(T,)"
+
+
 def refuse_collapsed(collapsed: Any, what: str, allow_collapsed: bool) -> None:
     """``FloatingPointError`` when a filter behind ``what`` collapsed (every weight zero at some step), unless
     ``allow_collapsed``; a traced flag (inside a user's ``jit``) is left to the result's ``collapsed`` field."""
@@ -421,7 +425,7 @@ def validate_sequence(emissions, inputs, mask, name: str = "emissions", *, model
         if got != want and not (want == (1,) and got == ()):
             raise ValueError(
                 f"{name} has per-step shape {got} but {type(ssm).__name__} declares emission_shape {want}; give "
-                f"one sequence (T, *{want}) (vmap over sequences for a batch)."
+                f"one sequence of shape {_with_time(want)} (vmap over sequences for a batch)."
             )
         if ssm.emission_lags:
             inputs = model_inputs(ssm, emissions, inputs)
