@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 BENCH_STAMP := $(VENV)/.bench-stamp
 export MPLBACKEND := Agg
 
-.PHONY: venv demo test test-fast lint format bench-quick clean
+.PHONY: venv demo test test-x64 test-fast lint format bench-quick clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 --dist loadgroup --durations=15 tests
+
+# The same suite in float64 (JAX_ENABLE_X64=1: other random draws, other dtypes through every boundary).
+test-x64: $(STAMP)
+	JAX_ENABLE_X64=1 $(PY) -m pytest -n 2 --dist loadgroup --durations=15 tests
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

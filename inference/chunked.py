@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import PRNGKeyArray
 
-from pssm.checkpoint import load_checkpoint, read_checkpoint_metadata, save_checkpoint
+from pssm.checkpoint import load_checkpoint, resume_metadata, save_checkpoint
 from pssm.jit import SameFunction
 
 __all__ = ["run_chunked", "run_fingerprint"]
@@ -133,14 +133,9 @@ def _stack(outs: list) -> Any:
 
 def _resume(path: Path, config: dict, step, args, carry, keys, chunk: int) -> tuple[Any, list, int]:
     """``(carry, [outputs so far], iterations done)`` from ``path``, or the fresh start when it does not exist."""
-    if not path.exists():
+    meta = resume_metadata(path, config)
+    if meta is None:
         return carry, [], 0
-    meta = read_checkpoint_metadata(path)
-    if meta.get("config") != config:
-        raise ValueError(
-            f"checkpoint {path} was written by another run ({meta.get('config')}); this call is {config}. Resume "
-            "with the same key, starting state, data and settings, or give another checkpoint path (or delete it)."
-        )
     done = int(meta["done"])
     shapes = eqx.filter_eval_shape(_chunk, step, args, carry, keys, jnp.ones(chunk, bool))[1]
     template = (carry, jax.tree.map(lambda s: np.zeros((done, *s.shape[1:]), s.dtype), shapes))

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["save_checkpoint", "load_checkpoint", "read_checkpoint_metadata", "CHECKPOINT_VERSION"]
+__all__ = ["save_checkpoint", "load_checkpoint", "read_checkpoint_metadata", "resume_metadata", "CHECKPOINT_VERSION"]
 
 CHECKPOINT_VERSION = 1
 
@@ -59,6 +59,21 @@ def read_checkpoint_metadata(path: str | os.PathLike) -> dict:
     path = Path(path)
     with np.load(path, allow_pickle=False) as f:
         return _header(path, f)["metadata"]
+
+
+def resume_metadata(path: str | os.PathLike, config: dict, what: str = "checkpoint") -> dict | None:
+    """The metadata of the run saved at ``path`` (``None`` when there is no file), after checking that it was
+    written with ``config`` (the key, start, data and settings of this call): a file of another run is refused."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    meta = read_checkpoint_metadata(path)
+    if meta.get("config") != config:
+        raise ValueError(
+            f"{what} {path} was written by another run ({meta.get('config')}); this call is {config}. Resume with "
+            "the same key, starting point, data and settings, or give another checkpoint path (or delete it)."
+        )
+    return meta
 
 
 def load_checkpoint(path: str | os.PathLike, template: Any) -> tuple[Any, dict]:

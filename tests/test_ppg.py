@@ -48,32 +48,28 @@ def test_ppg_refresh_leaves_smoothing_distribution_invariant():
 
 def test_ppg_bias_of_the_score_is_at_most_a_fifth_of_paris_bias():
     """DESIGN §2 model (scalar LG rho=0.9, sigma_x=1, sigma_y=0.5, Ñ=2) at half its size, T=100 and N=25 (the same
-    T/N, which sets PaRIS's O(T/N) bias; an eighth of the O(T N^2) exact backward cost); target d log p(y)/d rho by
-    autodiff of the Kalman log-likelihood.  PaRIS: 200 replicates; PPG: 40 replicates of k=40 iterations, k0=10.
-    Checks: PaRIS's bias is significant (> 3 se), |PPG bias| <= PaRIS bias / 5, and the reduction is significant
-    (> 3 combined se); the tolerances are in the runs' own standard errors.  Measured here: PaRIS +2.76 +- 0.21,
-    PPG +0.02 +- 0.14: the PPG se is a quarter of the 1/5 bound (0.55), against nearly a third at T=200, N=50
-    (PaRIS +1.7 +- 0.18, PPG -0.10 +- 0.10, bound 0.33), so the check resolves no less.  Larger runs:
-    benchmarks/ppg_bias.py."""
+    T/N, which sets PaRIS's O(T/N) bias); target d log p(y)/d rho by autodiff of the Kalman log-likelihood.  The
+    bias of one data set varies a lot (PaRIS +0.2 to +4.6 over data seeds 3, 7, 11, 13, in float32 and float64), so
+    it is averaged over four data sets: per data set PaRIS 100 replicates, PPG 40 replicates of k=40 iterations,
+    k0=10.  Checks: PaRIS's mean bias is significant (> 3 se), |PPG mean bias| <= PaRIS's / 5, and the reduction is
+    significant (> 3 combined se); the tolerances are in the runs' own standard errors.  Calibration (200 PaRIS
+    replicates per data set): PaRIS +2.27 (float32) / +1.76 (float64) +- 0.1, PPG +0.15 / +0.16 +- 0.07.  Larger
+    runs: benchmarks/ppg_bias.py."""
     p = _params()
-    T, N = 100, 25
-    _, y = simulate(jax.random.PRNGKey(3), LinearGaussianSSM(1, 1), p, T)
-    true = float(jax.grad(lambda r: kalman_log_likelihood(p._replace(dynamics_weights=r), y))(p.dynamics_weights)[0, 0])
+    T, N, seeds = 100, 25, (3, 7, 11, 13)
+    ys = jnp.stack([simulate(jax.random.PRNGKey(s), LinearGaussianSSM(1, 1), p, T)[1] for s in seeds])
+    score = jax.grad(lambda r, y: kalman_log_likelihood(p._replace(dynamics_weights=r), y))
+    true = np.array([float(score(p.dynamics_weights, y)[0, 0]) for y in ys])
     m = ScalarLG()
     h = score_functional(m, p)
     pick = lambda est: est.dynamics_weights[0, 0]  # noqa: E731
     kern = ExactBackward()
-    run_paris = jax.jit(
-        jax.vmap(
-            lambda k: pick(paris(k, m, p, y, N, h, resampling="multinomial", ess_threshold=1.0, backward=kern).estimate)
-        )
-    )
-    e = np.asarray(run_paris(jax.random.split(jax.random.PRNGKey(4), 200)), np.float64)
-    paris_bias, paris_se = e.mean() - true, e.std(ddof=1) / np.sqrt(e.size)
-
     fk = FeynmanKac.bootstrap(m)
 
-    def ppg_one(k):
+    def paris_one(k, y):
+        return pick(paris(k, m, p, y, N, h, resampling="multinomial", ess_threshold=1.0, backward=kern).estimate)
+
+    def ppg_one(k, y):
         k1, k2 = jax.random.split(k)
         r = paris_sweep(k1, fk, p, y, h, N, store=True, backward=kern)
 
@@ -84,8 +80,15 @@ def test_ppg_bias_of_the_score_is_at_most_a_fifth_of_paris_bias():
         _, ests = jax.lax.scan(body, PPGState(r.path), jax.random.split(k2, 39))
         return jnp.concatenate([pick(r.estimate)[None], ests])[10:].mean()
 
-    e2 = np.asarray(jax.jit(jax.vmap(ppg_one))(jax.random.split(jax.random.PRNGKey(5), 40)), np.float64)
-    ppg_bias, ppg_se = e2.mean() - true, e2.std(ddof=1) / np.sqrt(e2.size)
+    def replicate(fn, key, n):  # (data set, replicate) estimates, one program for all data sets
+        per_data = jax.vmap(lambda k, y: jax.vmap(lambda kk: fn(kk, y))(jax.random.split(k, n)))
+        return np.asarray(jax.jit(per_data)(jax.random.split(key, len(seeds)), ys), np.float64)
+
+    def mean_bias(e):  # mean over data sets of each set's bias, and its standard error
+        return float((e.mean(1) - true).mean()), float(np.sqrt((e.var(1, ddof=1) / e.shape[1]).sum()) / len(seeds))
+
+    paris_bias, paris_se = mean_bias(replicate(paris_one, jax.random.PRNGKey(4), 100))
+    ppg_bias, ppg_se = mean_bias(replicate(ppg_one, jax.random.PRNGKey(5), 40))
     info = (ppg_bias, ppg_se, paris_bias, paris_se)
     assert paris_bias > 3 * paris_se, info
     assert abs(ppg_bias) <= paris_bias / 5, info

@@ -28,7 +28,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from pssm.arviz import summary_group, to_arviz
 from pssm.boundary import as_model_data, is_single_sequence, unbatch
-from pssm.checkpoint import load_checkpoint, read_checkpoint_metadata, save_checkpoint
+from pssm.checkpoint import load_checkpoint, resume_metadata, save_checkpoint
 from pssm.data import Sequences
 from pssm.inference.chunked import run_fingerprint
 from pssm.inference.exact.discrete import posterior_batch
@@ -294,14 +294,9 @@ def _save_em(path, config: dict, run: _Run) -> None:
 
 def _resume_em(path: Path, config: dict, run: _Run) -> _Run:
     """The run saved at ``path`` (the fresh ``run`` when there is none); another run's file is refused."""
-    if not path.exists():
+    meta = resume_metadata(path, config, "EM checkpoint")
+    if meta is None:
         return run
-    meta = read_checkpoint_metadata(path)
-    if meta.get("config") != config:
-        raise ValueError(
-            f"EM checkpoint {path} was written by another run ({meta.get('config')}); this call is {config}. Resume "
-            "with the same key, params, data and settings, or give another checkpoint path (or delete it)."
-        )
     n = int(meta["start"])
     template = (run.key, run.state, tuple(np.zeros(n, np.float64) for _ in range(3)))
     (key, state, traces), _ = load_checkpoint(path, template)
