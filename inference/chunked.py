@@ -2,11 +2,12 @@
 
 :func:`run_chunked` iterates ``carry, out = step(key_i, carry, *args)`` for ``i < num_iters`` with the keys
 ``split(key, ·)`` fixed up front, so a run's result depends only on ``(key, carry, args, num_iters)``, never on how
-it was cut.  With ``checkpoint=path`` the carry, the outputs so far and the iteration count are written atomically
-(:mod:`pssm.checkpoint`) every ``checkpoint_every`` chunks and at the end; a later call with the same arguments
-resumes from the file, so a run killed at any moment (even SIGKILL) and started again ends with exactly the
-result of an uninterrupted run.  The file records a fingerprint of the key, the settings and every array of
-``carry`` and ``args``; a file from another run is refused, not silently continued.
+it was cut.  With ``checkpoint=path`` the carry and the sizes of the output blocks are written atomically
+(:mod:`pssm.checkpoint`) every ``checkpoint_every`` chunks and at the end, each block of outputs once to
+``path.out{k}``; a later call with the same arguments resumes from the files, so a run killed at any moment (even
+SIGKILL) and started again ends with exactly the result of an uninterrupted run.  The file records a fingerprint
+of the key, the settings and every array of ``carry`` and ``args``; a file from another run is refused, not
+silently continued.
 """
 
 from __future__ import annotations
@@ -104,10 +105,11 @@ def run_chunked(
     chunk = max(1, int(chunk_size)) if exact_chunk else max(1, min(int(chunk_size), num_iters))
     step = SameFunction(step)
     keys = jax.random.split(key, -(-num_iters // chunk) * chunk)
-    outs, done = [], 0
+    outs, done, sizes, pending = [], 0, [], []
     if checkpoint is not None:
         config = {"desc": desc, "num_iters": num_iters, "chunk": chunk, "run": run_fingerprint(key, carry, args)}
-        carry, outs, done = _resume(Path(checkpoint), config, step, args, carry, keys[:chunk], chunk)
+        carry, outs, sizes = _resume(Path(checkpoint), config, step, args, carry, keys[:chunk], chunk)
+        done = sum(sizes)
     from tqdm.auto import tqdm
 
     bar = tqdm(total=num_iters, initial=done, desc=desc, disable=not progress, leave=False)
@@ -117,27 +119,41 @@ def run_chunked(
         active = jnp.arange(chunk) < n
         carry, out = _run_chunk(step, args, carry, keys[done : done + chunk], active)
         outs.append(jax.tree.map(lambda a, n=n: np.asarray(a[:n]), out))
+        pending.append(n)
         done += n
         chunks += 1
         bar.update(n)
         if checkpoint is not None and (chunks % checkpoint_every == 0 or done == num_iters):
-            outs = [_stack(outs)]
-            save_checkpoint(checkpoint, (carry, outs[0]), done=done, config=config)
+            # the outputs since the last save go to a segment file of their own (each output is written once),
+            # then the state file that counts the segments: a kill between the two leaves the old state intact
+            save_checkpoint(_segment(checkpoint, len(sizes)), _stack(outs[len(outs) - len(pending) :]))
+            sizes.append(sum(pending))
+            pending = []
+            save_checkpoint(checkpoint, carry, sizes=sizes, config=config)
     bar.close()
     return carry, _stack(outs)
+
+
+def _segment(path: str | os.PathLike, k: int) -> Path:
+    """The file of the ``k``-th block of outputs of the run checkpointed at ``path``."""
+    return Path(f"{os.fspath(path)}.out{k}")
 
 
 def _stack(outs: list) -> Any:
     return outs[0] if len(outs) == 1 else jax.tree.map(lambda *a: np.concatenate(a, axis=0), *outs)
 
 
-def _resume(path: Path, config: dict, step, args, carry, keys, chunk: int) -> tuple[Any, list, int]:
-    """``(carry, [outputs so far], iterations done)`` from ``path``, or the fresh start when it does not exist."""
+def _resume(path: Path, config: dict, step, args, carry, keys, chunk: int) -> tuple[Any, list, list[int]]:
+    """``(carry, [output blocks so far], their sizes)`` from ``path``, or the fresh start when it does not exist."""
     meta = resume_metadata(path, config)
     if meta is None:
-        return carry, [], 0
-    done = int(meta["done"])
+        return carry, [], []
+    sizes = [int(n) for n in meta["sizes"]]
     shapes = eqx.filter_eval_shape(_chunk, step, args, carry, keys, jnp.ones(chunk, bool))[1]
-    template = (carry, jax.tree.map(lambda s: np.zeros((done, *s.shape[1:]), s.dtype), shapes))
-    (carry, out), _ = load_checkpoint(path, template)
-    return carry, [jax.tree.map(np.asarray, out)], done
+    carry, _ = load_checkpoint(path, carry)
+    outs = []
+    for k, n in enumerate(sizes):
+        template = jax.tree.map(lambda s, n=n: np.zeros((n, *s.shape[1:]), s.dtype), shapes)
+        block, _ = load_checkpoint(_segment(path, k), template)
+        outs.append(jax.tree.map(np.asarray, block))
+    return carry, outs, sizes

@@ -63,8 +63,13 @@ def test_forward_backward_equals_enumeration_or_flags_an_impossible_sequence(pro
     path = np.asarray(hmm_viterbi(li, lt, ll, n))
     assert (path[n:] == -1).all()
     # the decoded path is a maximiser (ties allowed): its log-probability equals the brute-force maximum
-    lp = lambda z: li[z[0]] + ll[0, z[0]] + sum(lt[z[t - 1], z[t]] + ll[t, z[t]] for t in range(1, n))  # noqa: E731
-    np.testing.assert_allclose(lp(path[:n]), lp(best), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(_path_log_prob(li, lt, ll, path[:n]), _path_log_prob(li, lt, ll, best), rtol=1e-9,
+                               atol=1e-9)  # fmt: skip
+
+
+def _path_log_prob(li, lt, ll, z) -> float:
+    """:math:`\\log p(z, y)` of one state path ``z`` under the potentials (the steps of ``z`` only)."""
+    return li[z[0]] + ll[0, z[0]] + sum(lt[z[t - 1], z[t]] + ll[t, z[t]] for t in range(1, len(z)))
 
 
 @SETTINGS

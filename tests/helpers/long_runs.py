@@ -101,23 +101,21 @@ def _fit_em(checkpoint):
     return r.params, r.log_objective, r.log_likelihoods, r.m_step_state, r.posterior.smoothed_probs
 
 
-def _em_restarts(checkpoint):
-    model, y = _hmm()
+def _restarts(checkpoint, key, model, y, num_restarts, num_iters, every):
     best, runs = fit_em_restarts(
-        jax.random.PRNGKey(13), model, y, num_restarts=3, num_iters=6, tol=0.0, checkpoint=checkpoint,
-        checkpoint_every=2,
+        jax.random.PRNGKey(key), model, y, num_restarts=num_restarts, num_iters=num_iters, tol=0.0,
+        checkpoint=checkpoint, checkpoint_every=every,
     )  # fmt: skip
     return best.params, [r.log_objective for r in runs]
+
+
+def _em_restarts(checkpoint):
+    return _restarts(checkpoint, 13, *_hmm(), num_restarts=3, num_iters=6, every=2)
 
 
 def _hmm_glm_restarts(checkpoint):
-    model = HMMGLM(2, 3, basis=None, shared_bias=False)
     y = np.random.default_rng(3).poisson(0.5, size=(60, 3)).astype(float)
-    best, runs = fit_em_restarts(
-        jax.random.PRNGKey(14), model, y, num_restarts=2, num_iters=4, tol=0.0, checkpoint=checkpoint,
-        checkpoint_every=1,
-    )  # fmt: skip
-    return best.params, [r.log_objective for r in runs]
+    return _restarts(checkpoint, 14, HMMGLM(2, 3, basis=None, shared_bias=False), y, 2, 4, 1)
 
 
 def _fit_svi(checkpoint):
