@@ -2796,7 +2796,117 @@ def child_vae(path: str) -> None:
 
 
 # --------------------------------------------------------------------------------------------- main
+def entry_cases() -> None:
+    """NaN *entries* (some, not all, of a step) where the emission factorises or is Gaussian: only the observed
+    entries count (the exact answers of tests/test_missing_entries.py: enumeration, closed forms, smaller models)."""
+    import numpyro
+    import test_missing_entries as tme
+    from numpyro.infer.util import log_density
+    from scipy import stats
+
+    rng = np.random.default_rng(7)
+    for fam, (comp, lik, draw) in tme.FAMILIES.items():
+        model = pm.HMM(2, comp)
+        params = model.initialize(jax.random.key(0), draw(rng, 40).astype(float))
+        y = tme._holes(rng, draw(rng, 6))
+        ref_ll, ref_post = tme._enumerate(model, params, y, lik)
+
+        def fb(r, ref_ll=ref_ll, ref_post=ref_post):
+            d = max(abs(float(r.log_likelihood) - ref_ll), float(np.abs(np.asarray(r.smoothed_probs) - ref_post).max()))
+            record_nan("forward_backward_entries", d)
+            return d < 1e-4, f"max abs err vs enumeration over the observed entries {d:.3g}"
+
+        case(
+            "smoother",
+            f"NaN entries, {fam} HMM (vs enumeration)",
+            lambda m=model, p=params, y=y: inf.smoother(m, p, y),
+            handles(fb),
+            True,
+        )
+
+    y = tme._holes(rng, np.minimum(rng.poisson(3.0, (120, 3)), 5))
+    model = pm.HMM(2, pm.PoissonEmissions(3))
+    params = model.initialize(jax.random.key(1), y)
+
+    def em_check(new, model=model, params=params, y=y):
+        g = np.asarray(inf.smoother(model, params, y).smoothed_probs, float)
+        o, yc = ~np.isnan(y), np.nan_to_num(y)
+        c = model.emission_component
+        rates = (g.T @ yc + c.rate_prior_shape - 1.0) / (g.T @ o + c.rate_prior_rate)
+        d = float(np.abs(np.asarray(new[0].params.emissions.rates) - rates).max())
+        record_nan("em_entries", d)
+        return d < 1e-4, f"M-step vs the closed form over the observed entries {d:.3g}"
+
+    from pssm.boundary import as_model_data
+    from pssm.inference.optim.em import em_init, em_step
+    from pssm.params import trainable_mask
+
+    case(
+        "fit_em",
+        "NaN entries: Poisson M-step (vs closed form)",
+        lambda: em_step(
+            jax.random.key(9),
+            em_init(model, params),
+            model,
+            as_model_data(model, y),
+            trainable_mask(model.param_spec()),
+        ),
+        handles(em_check),
+        True,
+    )
+
+    _, y1 = pssm.simulate(jax.random.key(0), tme._Echo(1), {}, 25)
+    wide = jnp.concatenate([y1, jnp.full_like(y1, jnp.nan)], axis=1)
+
+    def pf_check(r):
+        ref = smc.particle_filter(jax.random.key(3), tme._Echo(1), {}, y1, 256)
+        d = max(abs(float(r.log_likelihood) - float(ref.log_likelihood)), max_diff(r.filtered, ref.filtered))
+        record_nan("particle_filter_entries", d)
+        return d < 1e-4, f"vs the smaller model without the missing entry, same key {d:.3g}"
+
+    case(
+        "particle_filter",
+        "NaN column (vs the smaller model, same key)",
+        lambda: smc.particle_filter(jax.random.key(3), tme._Echo(2), {}, wide, 256),
+        handles(pf_check),
+        True,
+    )
+
+    echo = tme._Echo(3)
+    x, ye = pssm.simulate(jax.random.key(1), echo, {}, 12)
+    ye = jnp.asarray(tme._holes(rng, ye, 0.3))
+    xs, yn = np.asarray(x), np.asarray(ye)
+    o = ~np.isnan(yn)
+    ref = stats.norm(0, 1).logpdf(xs[0]) + stats.norm(0.9 * xs[:-1], 0.5).logpdf(xs[1:]).sum()
+    ref += stats.norm(np.repeat(xs[:, None], 3, 1)[o], 0.7).logpdf(yn[o]).sum()
+
+    def joint_check(family):
+        def check(v):
+            d = abs(float(v) - ref)
+            record_nan(family, d)
+            return d < 1e-3 * abs(ref), f"vs scipy over the observed entries {d:.3g}"
+
+        return check
+
+    case(
+        "log_joint",
+        "NaN entries (vs scipy)",
+        lambda: pssm.log_joint(echo, {}, x, ye),
+        handles(joint_check("log_joint_entries")),
+        True,
+    )
+    case(
+        "make_numpyro_model",
+        "NaN entries, continuous bridge (vs scipy)",
+        lambda: log_density(inf.make_numpyro_model(echo), (ye,), {}, {"x_0": x[0], "x": x[1:]})[0],
+        handles(joint_check("numpyro_bridge_entries")),
+        True,
+    )
+    del numpyro
+
+
 BUILDERS = (
+    ("missing_entries", entry_cases, True),
     ("data", data_cases, True),
     ("nwb", nwb_cases, True),
     ("kalman", kalman_cases, True),

@@ -19,9 +19,10 @@ import numpyro
 import numpyro.distributions as dist
 from numpyro.contrib.control_flow import scan as npy_scan
 
+from pssm.distributions import MissingEntries
 from pssm.params import freeze, is_spec, path_name
 from pssm.protocol import SSM, PyTree, inputs_at
-from pssm.validation import split_missing
+from pssm.validation import has_partial_steps, split_missing
 
 __all__ = ["make_numpyro_model", "sample_params", "site_names", "spec_sample_params"]
 
@@ -141,7 +142,7 @@ def _discrete_factor(model, p, emissions, inputs, mask, lengths):
     data = with_model_inputs(model, seqs)
     if mask is not None:
         m = data.mask & jnp.asarray(mask, bool).reshape(data.mask.shape)
-        data = Sequences(data.emissions, m, data.lengths, data.inputs, data.kind)
+        data = Sequences(data.emissions, m, data.lengths, data.inputs, data.kind, data.observed)
     li, lt, ll = log_potentials_batch(model, p, data)
     lls = jax.vmap(hmm_log_likelihood)(li, lt, ll, data.lengths)
     numpyro.factor("log_likelihood", lls.sum())
@@ -156,12 +157,15 @@ def _continuous_scan(model, p, emissions, inputs, mask):
             f"sequence (T, *{want})."
         )
     # NaN marks a missing observation: its emission term is masked out (the latent path still runs through it)
-    emissions, mask = split_missing(emissions, 1, mask)
+    # (a step with some NaN entries: the observed ones count, see SSM.missing_entries)
+    entries = model.missing_entries and has_partial_steps(emissions)
+    emissions, mask = split_missing(emissions, 1, mask, entries=entries)
+    emit = (lambda d: MissingEntries(d)) if entries else (lambda d: d)
     T = emissions.shape[0]
     u0 = inputs_at(inputs, 0)
     x0 = numpyro.sample("x_0", model.initial(p, u0))
     with numpyro.handlers.mask(mask=mask[0]):
-        numpyro.sample("y_0", model.emission(p, x0, jnp.asarray(0), u0), obs=emissions[0])
+        numpyro.sample("y_0", emit(model.emission(p, x0, jnp.asarray(0), u0)), obs=emissions[0])
     if T == 1:
         return
 
@@ -169,7 +173,7 @@ def _continuous_scan(model, p, emissions, inputs, mask):
         t, y, m, u = args
         x = numpyro.sample("x", model.transition(p, x_prev, t, u))
         with numpyro.handlers.mask(mask=m):
-            numpyro.sample("y", model.emission(p, x, t, u), obs=y)
+            numpyro.sample("y", emit(model.emission(p, x, t, u)), obs=y)
         return x, None
 
     rest = None if inputs is None else jax.tree.map(lambda a: a[1:], inputs)

@@ -165,10 +165,12 @@ def as_model_data(model: SSM, data: Any, inputs: PyTree = None, *, lengths: Any 
 def with_model_inputs(model: SSM, seqs: Sequences) -> Sequences:
     """``seqs`` with floats cast to JAX's default float and ``inputs`` replaced by the model inputs (traceable)."""
     ftype = jnp.result_type(float)
+    if not model.missing_entries:
+        seqs = seqs.whole_steps()
     y = seqs.emissions.astype(ftype) if jnp.issubdtype(seqs.emissions.dtype, jnp.floating) else seqs.emissions
     u = jax.tree.map(lambda a: a.astype(ftype) if jnp.issubdtype(a.dtype, jnp.floating) else a, seqs.inputs)
     feats = jax.vmap(lambda e, v: model_inputs(model, e, v))(y, u) if model.emission_lags else u
-    return ModelData(y, seqs.mask, seqs.lengths, feats, seqs.kind)
+    return ModelData(y, seqs.mask, seqs.lengths, feats, seqs.kind, seqs.observed)
 
 
 def traced_sequences(model: SSM, emissions: Any, inputs: PyTree = None, lengths: Any = None) -> Sequences:
@@ -185,5 +187,11 @@ def traced_sequences(model: SSM, emissions: Any, inputs: PyTree = None, lengths:
         raise _shape_error("emissions", tuple(y.shape[1:]), want, model)
     B, T = y.shape[:2]
     n = jnp.full((B,), T) if lengths is None else jnp.asarray(lengths).reshape(B)
-    y, mask = split_missing(y, 2, jnp.arange(T)[None] < n[:, None])
-    return Sequences(y, mask, n, inputs, getattr(model, "data_kind", "real"))
+    valid = jnp.arange(T)[None] < n[:, None]
+    kind = getattr(model, "data_kind", "real")
+    if model.missing_entries and jnp.issubdtype(y.dtype, jnp.floating) and y.ndim > 2:
+        seen = ~jnp.isnan(y)  # values unknown under jit: entries kept (a full row is the same as no entry missing)
+        y, mask = split_missing(y, 2, valid, entries=True)
+        return Sequences(jnp.where(seen, y, 0), mask, n, inputs, kind, seen & mask[..., *(None,) * (y.ndim - 2)])
+    y, mask = split_missing(y, 2, valid)
+    return Sequences(y, mask, n, inputs, kind)

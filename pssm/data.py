@@ -5,13 +5,18 @@ A :class:`Sequences` holds ``B`` sequences of lengths :math:`T_b` padded to :mat
 * ``emissions`` ``(B, T_max, ...)``: observed values; padding **and missing rows are 0** (never NaN, so
   weighted sums such as M-step statistics stay finite);
 * ``mask`` ``(B, T_max)`` bool: ``True`` where an observation enters the likelihood — ``False`` for padding
-  (``t >= lengths[b]``) and for missing observations (a row of the input containing any NaN);
+  (``t >= lengths[b]``) and for missing observations (a row of the input that is all NaN);
 * ``lengths`` ``(B,)`` int: :math:`T_b \\ge 1`;
-* ``inputs``: optional pytree with leaves ``(B, T_max, ...)`` (padding 0; inputs may not be missing).
+* ``inputs``: optional pytree with leaves ``(B, T_max, ...)`` (padding 0; inputs may not be missing);
+* ``observed`` ``(B, T_max, ...)`` bool or ``None``: for data with partly missing steps (some NaN entries in a
+  row), ``True`` at the observed entries (the missing ones are stored as 0); ``None`` when every entry of every
+  masked-in step is observed.
 
 Missing observations are *masked out of the likelihood*: inference sets
 :math:`\\log p(y_t \\mid x_t) = 0` where ``mask`` is False, which is exact marginalisation of an unobserved
-:math:`y_t`.  The latent dynamics still run through those steps.
+:math:`y_t`; at a partly missing step the term is :math:`\\log p(y_{t,o} \\mid x_t)` over the observed entries
+``o`` (models whose emissions do not allow it drop the whole step: :attr:`pssm.SSM.missing_entries`, applied by
+:func:`pssm.boundary.as_model_data`).  The latent dynamics still run through those steps.
 
 Spike binning follows ``np.histogram``: bins are half-open :math:`[e_k, e_{k+1})` except the last, which also
 holds its right edge.
@@ -38,7 +43,6 @@ from pssm.validation import (
     check_sequence,
     is_dataframe,
     is_tracer,
-    split_missing,
 )
 
 if TYPE_CHECKING:
@@ -90,11 +94,6 @@ def _validate_values(y: np.ndarray, name: str, kind: str, num_classes: int | Non
         check_categorical(y, name, num_classes, allow_nan=True)
 
 
-def _missing_rows(y: np.ndarray) -> np.ndarray:
-    """``(T,)`` bool: rows with any NaN."""
-    return ~split_missing(np.asarray(y))[1]
-
-
 def _target_dtype(kind: str, dtype):
     if dtype is not None:
         return dtype
@@ -113,11 +112,14 @@ class Sequences(eqx.Module):
     lengths: Int[Array, " B"]
     inputs: PyTree = None
     kind: str = eqx.field(static=True, default="real")
+    observed: Bool[Array, "B T ..."] | None = None
 
     def __check_init__(self):
         e, m, n = self.emissions, self.mask, self.lengths
         if not (hasattr(e, "shape") and hasattr(m, "shape") and hasattr(n, "shape")):
             return
+        if self.observed is not None and tuple(self.observed.shape) != tuple(e.shape):
+            raise ValueError(f"observed must have the shape of emissions {tuple(e.shape)}; got {self.observed.shape}.")
         if e.ndim < 2:
             raise ValueError(f"emissions must be (B, T_max, ...); got shape {tuple(e.shape)}.")
         if tuple(m.shape) != tuple(e.shape[:2]):
@@ -150,7 +152,8 @@ class Sequences(eqx.Module):
 
         ``kind`` selects the value checks: ``"real"`` (finite), ``"counts"`` (non-negative integers),
         ``"binary"`` (0/1), ``"categorical"`` (labels ``0..num_classes-1``).  **NaN marks a missing
-        observation** in every kind: a row with any NaN gets ``mask=False`` and is stored as 0.
+        observation** in every kind: a row of NaN gets ``mask=False`` and is stored as 0; a row with some NaN
+        entries keeps its other entries (``observed`` marks them; the missing ones are stored as 0).
         Infinite values are always an error.  Emissions are stored as float (``"real"``) or int (other
         kinds) unless ``dtype`` is given.
         """
@@ -229,11 +232,13 @@ class Sequences(eqx.Module):
         B, T = len(seqs), int(lens.max())
         out = np.zeros((B, T) + trailing, dtype=np.float64 if kind == "real" else np.int64)
         mask = np.zeros((B, T), bool)
+        seen = np.zeros((B, T) + trailing, bool)
         for b, y in enumerate(seqs):
-            miss = _missing_rows(y)
-            y = np.where(miss.reshape((-1,) + (1,) * (y.ndim - 1)), 0, y) if miss.any() else y
-            out[b, : y.shape[0]] = y
-            mask[b, : y.shape[0]] = ~miss
+            nan = np.isnan(y) if y.dtype.kind in "fc" else np.zeros(y.shape, bool)
+            out[b, : y.shape[0]] = np.where(nan, 0, y) if nan.any() else y
+            seen[b, : y.shape[0]] = ~nan
+            mask[b, : y.shape[0]] = ~nan.reshape(y.shape[0], -1).all(-1) if y.ndim > 1 else ~nan
+        partial = bool((mask[(...,) + (None,) * len(trailing)] & ~seen).any())
         padded_inputs = None
         if in_list is not None:
             treedef = jax.tree.structure(in_list[0])
@@ -265,6 +270,7 @@ class Sequences(eqx.Module):
             jnp.asarray(lens, dtype=jnp.result_type(int)),
             padded_inputs,
             kind,
+            jnp.asarray(seen) if partial else None,
         )
 
     @classmethod
@@ -343,11 +349,32 @@ class Sequences(eqx.Module):
     def to_list(self) -> list[np.ndarray]:
         """Unpadded emissions as numpy float arrays, missing rows NaN (the inverse of :meth:`from_arrays`)."""
         out = []
-        for y, m, _ in self:
+        for b, (y, m, _) in enumerate(self):
             a = np.array(y, dtype=np.float64)
             a[~np.asarray(m)] = np.nan
+            if self.observed is not None:
+                a[~np.asarray(self.observed[b, : a.shape[0]])] = np.nan
             out.append(a)
         return out
+
+    @property
+    def entries(self) -> Bool[Array, "B T ..."]:
+        """``(B, T_max, *emission_shape)`` bool: the entries that enter the likelihood (``observed``, or ``mask``
+        broadcast when every entry of a masked-in step is observed)."""
+        if self.observed is not None:
+            return self.observed & self.mask.reshape(self.mask.shape + (1,) * (self.emissions.ndim - 2))
+        m = self.mask.reshape(self.mask.shape + (1,) * (self.emissions.ndim - 2))
+        return jnp.broadcast_to(m, self.emissions.shape)
+
+    def whole_steps(self) -> Sequences:
+        """These sequences with every partly missing step dropped whole (``mask`` False, ``observed`` None): for
+        models that cannot use single entries (:attr:`pssm.SSM.missing_entries` ``False``)."""
+        if self.observed is None:
+            return self
+        full = self.observed.reshape(self.mask.shape + (-1,)).all(-1)
+        y = jnp.where(self.entries, self.emissions, jnp.zeros((), self.emissions.dtype))
+        y = jnp.where(full.reshape(full.shape + (1,) * (y.ndim - 2)), y, jnp.zeros((), y.dtype))
+        return type(self)(y, self.mask & full, self.lengths, self.inputs, self.kind)
 
     def subset(self, indices: ArrayLike) -> Sequences:
         """The sequences at ``indices`` (int array or boolean mask), re-padded to their own maximum length."""
@@ -364,7 +391,8 @@ class Sequences(eqx.Module):
         T = int(np.asarray(self.lengths)[idx].max())
         sel = lambda a: a[idx, :T]  # noqa: E731
         inputs = None if self.inputs is None else jax.tree.map(sel, self.inputs)
-        return Sequences(sel(self.emissions), sel(self.mask), self.lengths[idx], inputs, self.kind)
+        observed = None if self.observed is None else sel(self.observed)
+        return Sequences(sel(self.emissions), sel(self.mask), self.lengths[idx], inputs, self.kind, observed)
 
 
 # ---------------------------------------------------------------------- held-out splits

@@ -11,7 +11,7 @@ from jax.scipy.linalg import solve_triangular
 from jax.scipy.special import gammaln, xlogy
 from numpyro.distributions import constraints
 
-__all__ = ["GaussianTril", "Dirichlet"]
+__all__ = ["GaussianTril", "Dirichlet", "observed_log_prob", "factorises", "MissingEntries"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -72,3 +72,88 @@ class Dirichlet(dist.Dirichlet):
         a = self.concentration
         norm = jnp.sum(gammaln(a), axis=-1) - gammaln(jnp.sum(a, axis=-1))
         return jnp.sum(xlogy(a - 1.0, value), axis=-1) - norm
+
+
+# --------------------------------------------------------------------------------------------- missing entries
+def _factor(d: dist.Distribution):
+    """The scalar base of ``d`` when ``d`` factorises over its event entries (``Independent`` of a scalar
+    distribution, possibly nested), else ``None``."""
+    while isinstance(d, dist.Independent):
+        d = d.base_dist
+    return d if d.event_shape == () else None
+
+
+def _is_gaussian(d: dist.Distribution) -> bool:
+    return isinstance(d, GaussianTril | dist.MultivariateNormal | dist.LowRankMultivariateNormal)
+
+
+def factorises(d: dist.Distribution) -> bool:
+    """Whether :func:`observed_log_prob` is exact for single missing entries of ``d``'s event (scalar events,
+    ``Independent`` of scalars, multivariate normals); otherwise a step with a missing entry is dropped whole."""
+    return d.event_shape == () or _factor(d) is not None or _is_gaussian(d)
+
+
+def _gaussian_observed(d, y, miss):
+    """:math:`\\log N(y_o; \\mu_o, \\Sigma_{oo})` for the observed entries ``o``: the missing coordinates are
+    replaced by independent unit normals at their means, whose density :math:`-\\tfrac12\\log 2\\pi` each is
+    removed again (exact)."""
+    r = jnp.where(miss, 0.0, y - d.loc)
+    miss = jnp.broadcast_to(miss, r.shape)
+    o = (~miss).astype(r.dtype)
+    eye = jnp.eye(r.shape[-1], dtype=r.dtype)
+    cov = d.covariance_matrix * o[..., :, None] * o[..., None, :] + eye * (1 - o)[..., None, :]
+    lp = dist.MultivariateNormal(jnp.zeros_like(r), covariance_matrix=cov).log_prob(r)
+    return lp + 0.5 * _LOG_2PI * jnp.sum(miss, axis=-1)
+
+
+def observed_log_prob(d: dist.Distribution, y: jax.Array) -> jax.Array:
+    """:math:`\\log p(y_o)`: the log density of the observed (non-NaN) entries of ``y`` under ``d``.
+
+    A NaN entry is missing and marginalised out: exactly for a distribution that factorises over its entries
+    (the missing entries' terms are dropped) and for multivariate normals (the marginal
+    :math:`N(\\mu_o, \\Sigma_{oo})`); for any other distribution a step with a missing entry contributes 0, as
+    if all of it were missing.  A step with every entry missing contributes 0.  Without NaN this is
+    ``d.log_prob(y)`` (bit for bit for factorising distributions).
+    """
+    if not jnp.issubdtype(jnp.result_type(y), jnp.floating):
+        return d.log_prob(y)
+    ev = len(d.event_shape)
+    miss = jnp.isnan(y)
+    yc = jnp.where(miss, jnp.zeros((), y.dtype), y)
+    if ev == 0:
+        return jnp.where(miss, 0.0, d.log_prob(yc))
+    base = _factor(d)
+    if base is not None:
+        lp = base.log_prob(yc)
+        return jnp.where(miss, 0.0, lp).sum(axis=tuple(range(-ev, 0)))
+    axes = tuple(range(-ev, 0))
+    any_miss = miss.any(axis=axes)
+    if _is_gaussian(d) and ev == 1:
+        if any_miss.ndim == 0:  # one step (the usual case inside a particle vmap): pay only when needed
+            return jax.lax.cond(any_miss, lambda: _gaussian_observed(d, y, miss), lambda: d.log_prob(yc))
+        return jnp.where(any_miss, _gaussian_observed(d, y, miss), d.log_prob(yc))
+    if any_miss.ndim == 0:
+        return jax.lax.cond(any_miss, lambda: jnp.zeros((), d.log_prob(yc).dtype), lambda: d.log_prob(yc))
+    return jnp.where(any_miss, 0.0, d.log_prob(yc))
+
+
+class MissingEntries(dist.Distribution):
+    """``base`` whose ``log_prob`` skips NaN entries of the value (:func:`observed_log_prob`); sampling is the
+    base's.  Used to observe a partly missing step at a NumPyro site."""
+
+    arg_constraints = {}
+    pytree_data_fields = ("base",)
+
+    def __init__(self, base: dist.Distribution, validate_args=None):
+        self.base = base
+        super().__init__(base.batch_shape, base.event_shape, validate_args=validate_args)
+
+    @property
+    def support(self):
+        return self.base.support
+
+    def sample(self, key, sample_shape=()):
+        return self.base.sample(key, sample_shape)
+
+    def log_prob(self, value):
+        return observed_log_prob(self.base, value)

@@ -25,8 +25,9 @@ import numpyro.distributions as dist
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 from numpyro.distributions import constraints
 
+from pssm.distributions import observed_log_prob
 from pssm.params import ParamSpec, check_params_against_spec, check_params_in_support, spec_log_prior
-from pssm.validation import check_key, check_num_timesteps, split_missing
+from pssm.validation import check_key, check_num_timesteps, has_partial_steps, split_missing
 
 PyTree = Any
 
@@ -124,6 +125,14 @@ class SSM(eqx.Module):
         covariates) makes the boundary refuse inputs instead of ignoring them; a user's model may leave ``True``."""
         return True
 
+    @property
+    def missing_entries(self) -> bool:
+        """How a step with some NaN entries counts: ``True`` (default) keeps its observed entries — the term
+        :math:`\\log p(y_{t,o} \\mid x_t)` of :func:`pssm.distributions.observed_log_prob`, exact for emissions that
+        factorise over entries and for Gaussian ones; ``False`` drops the step whole (models whose fitting cannot
+        use a partly observed step, e.g. a full-covariance Gaussian HMM's EM)."""
+        return True
+
     def emission_features(self, past: Array, inputs: PyTree = None) -> PyTree:
         """Per-step inputs from the last :attr:`emission_lags` emissions ``past`` ``(L, *emission_shape)``
         (``past[0] = y_{t-1}``) and the user's inputs at ``t``; the default passes ``inputs`` through."""
@@ -186,6 +195,20 @@ class DiscreteSSM(SSM):
             return jax.vmap(lambda z: self.emission(params, z, t, u).log_prob(y))(states)
 
         return jax.vmap(emit)(emissions, jnp.arange(emissions.shape[0]))
+
+    def observed_log_likelihoods(
+        self, params: PyTree, emissions: Array, observed: Array, inputs: PyTree = None
+    ) -> Float[Array, "T S"]:
+        """:math:`\\log p(y_{t,o} \\mid z_t = s)` over the observed entries (``observed`` ``(T, *emission_shape)``
+        bool; the values at unobserved entries are ignored).  Default: :func:`observed_log_prob` per state."""
+        y = jnp.where(observed, emissions.astype(jnp.result_type(float)), jnp.nan)
+        states = jnp.arange(self.num_states)
+
+        def emit(y_t, t):
+            u = inputs_at(inputs, t)
+            return jax.vmap(lambda z: observed_log_prob(self.emission(params, z, t, u), y_t))(states)
+
+        return jax.vmap(emit)(y, jnp.arange(y.shape[0]))
 
 
 def _is_constraint(x) -> bool:
@@ -299,7 +322,7 @@ def log_joint(
 ) -> Float[Array, ""]:
     """:math:`\\log p_\\theta(x_{0:T-1}, y_{0:T-1})`; steps with ``mask == False`` or a NaN in their emission
     (missing) contribute no emission term."""
-    emissions, observed = split_missing(emissions, 1, mask)
+    emissions, observed = split_missing(emissions, 1, mask, entries=model.missing_entries)
     mask = None if mask is None and emissions.dtype.kind not in "fc" else observed
     T = emissions.shape[0]
     for leaf in jax.tree.leaves(states):
@@ -321,7 +344,7 @@ def log_joint(
         return model.transition(params, x_prev, t, inputs_at(inputs, t)).log_prob(x)
 
     def emit_lp(x, y, t):
-        return model.emission(params, x, t, inputs_at(inputs, t)).log_prob(y)
+        return observed_log_prob(model.emission(params, x, t, inputs_at(inputs, t)), y)
 
     prev = jax.tree.map(lambda a: a[:-1], states)
     nxt = jax.tree.map(lambda a: a[1:], states)
@@ -350,10 +373,16 @@ def discrete_log_potentials(
         raise TypeError(f"{type(model).__name__} has continuous states; use a Kalman filter or SMC instead.")
     T = emissions.shape[0]
     feats = model_inputs(model, emissions, inputs)
-    emissions, mask = split_missing(jnp.asarray(emissions), 1, mask)  # NaN marks a missing observation
+    emissions = jnp.asarray(emissions)
+    entries = has_partial_steps(emissions) if model.missing_entries else False
+    emissions, mask = split_missing(emissions, 1, mask, entries=entries)  # NaN marks a missing observation
     log_init = model.log_initial(params, feats)
     log_trans = model.log_transition_matrices(params, T, feats)
-    log_lik = model.log_likelihoods(params, emissions, feats)
+    if entries:
+        seen = ~jnp.isnan(emissions)
+        log_lik = model.observed_log_likelihoods(params, jnp.where(seen, emissions, 0), seen, feats)
+    else:
+        log_lik = model.log_likelihoods(params, emissions, feats)
     if mask is not None:
         log_lik = jnp.where(mask[:, None], log_lik, 0.0)
     return log_init, log_trans, log_lik

@@ -23,6 +23,8 @@ import numpy as np
 
 __all__ = [
     "split_missing",
+    "fill_missing",
+    "has_partial_steps",
     "as_float",
     "is_tracer",
     "check_array",
@@ -45,10 +47,13 @@ def as_float(a: Any) -> jax.Array:
     return jax.numpy.asarray(a, jax.numpy.result_type(float))
 
 
-def split_missing(emissions: Any, num_leading: int = 1, mask: Any = None):
+def split_missing(emissions: Any, num_leading: int = 1, mask: Any = None, *, entries: bool = False):
     """NaN marks a missing observation: ``(clean, observed)`` where a step (the first ``num_leading`` axes index
     steps) with any NaN gets ``observed=False`` (AND-ed with ``mask``) and its values set to 0.  Works on NumPy
-    and JAX arrays (and under ``jit``).  Integer data has no NaN."""
+    and JAX arrays (and under ``jit``).  Integer data has no NaN.
+
+    ``entries=True`` keeps partly observed steps: only a step whose entries are all NaN is unobserved (and set
+    to 0); the NaN entries of the other steps stay, for :func:`pssm.distributions.observed_log_prob`."""
     xp = np if isinstance(emissions, np.ndarray) else jax.numpy
     lead = emissions.shape[:num_leading]
     if emissions.dtype.kind not in "fc":
@@ -56,11 +61,35 @@ def split_missing(emissions: Any, num_leading: int = 1, mask: Any = None):
         clean = emissions
     else:
         nan = xp.isnan(emissions).reshape(lead + (-1,)) if emissions.ndim > num_leading else xp.isnan(emissions)
-        observed = ~(nan.any(axis=-1) if emissions.ndim > num_leading else nan)
-        clean = xp.where(xp.isnan(emissions), 0, emissions)
+        if emissions.ndim <= num_leading:
+            observed = ~nan
+        else:
+            observed = ~(nan.all(axis=-1) if entries else nan.any(axis=-1))
+        if mask is not None:
+            observed = observed & xp.asarray(mask, bool)
+        gone = ~observed.reshape(lead + (1,) * (emissions.ndim - num_leading)) if entries else xp.isnan(emissions)
+        return xp.where(gone, 0, emissions), observed
     if mask is not None:
         observed = observed & xp.asarray(mask, bool)
     return clean, observed
+
+
+def has_partial_steps(emissions: Any, num_leading: int = 1) -> bool:
+    """Whether some step of ``emissions`` has NaN in some but not all entries (``True`` for a tracer, whose
+    values are unknown; ``False`` for integer data and scalar steps)."""
+    if emissions.dtype.kind not in "fc" or emissions.ndim <= num_leading:
+        return False
+    if is_tracer(emissions):
+        return True
+    nan = np.isnan(np.asarray(emissions)).reshape(emissions.shape[:num_leading] + (-1,))
+    return bool((nan.any(-1) & ~nan.all(-1)).any())
+
+
+def fill_missing(y: Any) -> Any:
+    """``y`` with NaN entries set to 0 (what proposals and functionals see at a missing entry)."""
+    if not jax.numpy.issubdtype(jax.numpy.result_type(y), jax.numpy.floating):
+        return y
+    return jax.numpy.where(jax.numpy.isnan(y), jax.numpy.zeros((), jax.numpy.result_type(y)), y)
 
 
 def is_tracer(x: Any) -> bool:

@@ -52,26 +52,39 @@ def test_ragged_padding_round_trip():
         s.unpad(3)
 
 
-def test_nan_rows_are_masked_and_zeroed():
+def test_nan_rows_are_masked_and_zeroed_and_nan_entries_are_marked():
     y = np.arange(12.0).reshape(6, 2)
-    y[2, 1] = np.nan  # one NaN makes the whole row missing
-    y[4] = np.nan
+    y[2, 1] = np.nan  # one NaN entry: the step stays, its other entry observed
+    y[4] = np.nan  # a row of NaN: the step is missing
     s = Sequences.from_arrays([y, np.ones((2, 2))])
-    np.testing.assert_array_equal(np.asarray(s.mask[0]), [True, True, False, True, False, True])
+    np.testing.assert_array_equal(np.asarray(s.mask[0]), [True, True, True, True, False, True])
+    np.testing.assert_array_equal(np.asarray(s.observed[0, 2]), [True, False])
+    assert np.asarray(s.observed[0, [0, 1, 3, 5]]).all() and not np.asarray(s.observed[0, 4]).any()
+    assert not np.asarray(s.observed[1, 2:]).any()  # padding
     e = np.asarray(s.emissions)
     assert np.isfinite(e).all()
-    np.testing.assert_array_equal(e[0, 2], [0.0, 0.0])
+    np.testing.assert_array_equal(e[0, 2], [4.0, 0.0])
     np.testing.assert_array_equal(e[0, 4], [0.0, 0.0])
-    assert s.num_observed == 4 + 2
+    assert s.num_observed == 5 + 2
     back = s.to_list()[0]
-    assert np.isnan(back[[2, 4]]).all() and np.allclose(back[[0, 1, 3, 5]], y[[0, 1, 3, 5]])
+    np.testing.assert_array_equal(np.isnan(back), np.isnan(y))
+    np.testing.assert_array_equal(back[~np.isnan(y)], y[~np.isnan(y)])
+    sub = s.subset([0])
+    np.testing.assert_array_equal(np.asarray(sub.observed[0]), np.asarray(s.observed[0]))
+    whole = s.whole_steps()  # for models that cannot use single entries
+    assert whole.observed is None
+    np.testing.assert_array_equal(np.asarray(whole.mask[0]), [True, True, False, True, False, True])
+    np.testing.assert_array_equal(np.asarray(whole.emissions[0, 2]), [0.0, 0.0])
+    full = Sequences.from_arrays([np.where(np.isnan(y).all(1, keepdims=True), np.nan, 1.0)])
+    assert full.observed is None  # rows are all or nothing: no entry mask
 
 
 def test_counts_kind_validation_and_missing():
     s = Sequences.from_arrays([np.array([[0.0, 3.0], [np.nan, 1.0], [2.0, 5.0]])], kind="counts")
     assert jnp.issubdtype(s.emissions.dtype, jnp.integer)
-    np.testing.assert_array_equal(np.asarray(s.emissions[0]), [[0, 3], [0, 0], [2, 5]])
-    np.testing.assert_array_equal(np.asarray(s.mask[0]), [True, False, True])
+    np.testing.assert_array_equal(np.asarray(s.emissions[0]), [[0, 3], [0, 1], [2, 5]])
+    np.testing.assert_array_equal(np.asarray(s.mask[0]), [True, True, True])
+    np.testing.assert_array_equal(np.asarray(s.observed[0]), [[True, True], [False, True], [True, True]])
     good = np.ones((3, 2), int)
     with pytest.raises(ValueError, match=r"emissions\[1\] must be non-negative counts"):
         Sequences.from_arrays([good, -good], kind="counts")

@@ -251,7 +251,7 @@ def test_nan_rows_are_missing_observations_and_length_one_sequences_work(x64):
     params = P(
         jnp.array([0.4, 0.6]), jnp.array([[0.9, 0.1], [0.3, 0.7]]), PoissonParams(jnp.array([[1.0, 4.0], [5.0, 1.0]]))
     )
-    y = jnp.array([[[1.0, 3.0], [jnp.nan, 2.0], [4.0, 0.0]]])
+    y = jnp.array([[[1.0, 3.0], [jnp.nan, jnp.nan], [4.0, 0.0]]])
     r_nan = fit_em(KEY, model, params, y, num_iters=1)
     masked = Sequences(y.at[0, 1].set(0.0), jnp.array([[True, False, True]]), jnp.array([3]))
     r_mask = fit_em(KEY, model, params, masked, num_iters=1)

@@ -97,6 +97,29 @@ def test_path_log_weight_is_log_joint_minus_guide(setup):
     np.testing.assert_allclose(lw, want, rtol=1e-5, atol=1e-4)
 
 
+def test_a_missing_entry_drops_only_its_own_emission_term(setup):
+    """The guide sees a missing entry as 0, so with y[t, d] = NaN or 0 the same path is drawn; the two log-weights
+    differ by exactly log p(y[t, d] = 0 | z_t).  The NumPyro model's density drops that term as well."""
+    p, g, seqs = setup
+    y, valid = _batch(seqs[3:4])
+    y0, valid = y[0].at[2, 1].set(0.0), valid[0]
+    y_nan = y0.at[2, 1].set(jnp.nan)
+    lw_nan, z = _path_log_weight(jax.random.key(2), M, p, E, g, y_nan, valid, valid)
+    lw_0, z0 = _path_log_weight(jax.random.key(2), M, p, E, g, y0, valid, valid)
+    np.testing.assert_array_equal(np.asarray(z), np.asarray(z0))
+    entry = M.emission(p, z[2], 2).base_dist.log_prob(jnp.zeros(3))[1]
+    np.testing.assert_allclose(lw_0 - lw_nan, entry, rtol=1e-4, atol=1e-5)
+    zs = jax.random.normal(jax.random.key(5), (y0.shape[0], 1, 2))
+    args0 = (y0[None], valid[None], valid[None], 1.0)
+    args_nan = (y_nan[None], valid[None], valid[None], 1.0)
+    subs = {MODEL_SITE: FlatModule(p).flat, "z": zs}
+    lp0 = log_density(make_vae_model(M, p), args0, {}, subs)[0]
+    lp_nan = log_density(make_vae_model(M, p), args_nan, {}, subs)[0]
+    np.testing.assert_allclose(
+        lp0 - lp_nan, M.emission(p, zs[2, 0], 2).base_dist.log_prob(jnp.zeros(3))[1], rtol=1e-4, atol=1e-5
+    )
+
+
 def test_features_of_padded_sequence_equal_unpadded(setup):
     """A backward RNN over a padded sequence sees only the sequence's own steps."""
     _, g, seqs = setup

@@ -31,27 +31,34 @@ __all__ = [
 ]
 
 
-def _potentials_one(model, params, y, mask, u):
+def _potentials_one(model, params, y, mask, u, observed=None):
     T = y.shape[0]
     li = model.log_initial(params, u)
     lt = model.log_transition_matrices(params, T, u)
-    ll = model.log_likelihoods(params, y, u)
+    if observed is None:
+        ll = model.log_likelihoods(params, y, u)
+    else:  # partly missing steps: only the observed entries count
+        ll = model.observed_log_likelihoods(params, y, observed, u)
     return li, lt, jnp.where(mask[:, None], ll, 0.0)
+
+
+def _each_sequence(fn, data: Sequences):
+    """``vmap`` of ``fn(emissions, mask, lengths, inputs, observed)`` over the sequences of ``data``."""
+    return jax.vmap(fn)(data.emissions, data.mask, data.lengths, data.inputs, data.observed)
 
 
 def log_potentials_batch(model: DiscreteSSM, params: PyTree, data: Sequences):
     """``(log_initial, log_transitions, log_likelihoods)`` with a leading sequence axis (masked steps 0)."""
-    return jax.vmap(lambda y, m, u: _potentials_one(model, params, y, m, u))(data.emissions, data.mask, data.inputs)
+    return _each_sequence(lambda y, m, n, u, o: _potentials_one(model, params, y, m, u, o), data)
 
 
 def posterior_batch(model: DiscreteSSM, params: PyTree, data: Sequences) -> HMMPosterior:
     """Forward-backward on every sequence of prepared ``data`` (leading axis = sequence)."""
 
-    def one(y, m, n, u):
-        li, lt, ll = _potentials_one(model, params, y, m, u)
-        return hmm_smoother(li, lt, ll, n)
+    def one(y, m, n, u, o):
+        return hmm_smoother(*_potentials_one(model, params, y, m, u, o), n)
 
-    return jax.vmap(one)(data.emissions, data.mask, data.lengths, data.inputs)
+    return _each_sequence(one, data)
 
 
 @eqx.filter_jit
@@ -61,20 +68,18 @@ def _smoother(model, params, data):
 
 @eqx.filter_jit
 def _viterbi(model, params, data):
-    def one(y, m, n, u):
-        li, lt, ll = _potentials_one(model, params, y, m, u)
-        return hmm_viterbi(li, lt, ll, n)
+    def one(y, m, n, u, o):
+        return hmm_viterbi(*_potentials_one(model, params, y, m, u, o), n)
 
-    return jax.vmap(one)(data.emissions, data.mask, data.lengths, data.inputs)
+    return _each_sequence(one, data)
 
 
 @eqx.filter_jit
 def _log_likelihood(model, params, data):
-    def one(y, m, n, u):
-        li, lt, ll = _potentials_one(model, params, y, m, u)
-        return hmm_filter(li, lt, ll, n).log_likelihood
+    def one(y, m, n, u, o):
+        return hmm_filter(*_potentials_one(model, params, y, m, u, o), n).log_likelihood
 
-    return jax.vmap(one)(data.emissions, data.mask, data.lengths, data.inputs)
+    return _each_sequence(one, data)
 
 
 def _prepare(model, params, data, inputs, lengths=None):
@@ -125,7 +130,7 @@ def bits_per_spike(model: DiscreteSSM, params: PyTree, data: Any, baseline_rates
     ll = float(marginal_log_likelihood(model, params, seqs).sum())
     observation = getattr(getattr(model, "emission_component", None), "observation", "poisson")
     ll0 = float(homogeneous_log_likelihood(seqs, baseline_rates, observation))
-    n = float((seqs.emissions * seqs.mask[..., None]).sum())
+    n = float((seqs.emissions * seqs.entries).sum())
     if n <= 0:
         raise ValueError("data contains no spikes; bits per spike is undefined.")
     return (ll - ll0) / (n * np.log(2.0))

@@ -47,7 +47,7 @@ from pssm.inference.smc.filter import (
 )
 from pssm.inference.smc.resampling import ess_of_normalized, multinomial, normalize_log_weights
 from pssm.protocol import SSM, PyTree, inputs_at
-from pssm.validation import check_key, is_tracer
+from pssm.validation import check_key, fill_missing, is_tracer
 
 __all__ = [
     "REFERENCE_SLOT",
@@ -104,7 +104,7 @@ def _csmc_to_arviz(result: CSMCResult, *, emissions=None) -> Any:
 
 
 def _lookahead(fk, params, x, t, y, u, dtype):
-    return fk.lookahead(params, x, t, y, u).astype(dtype)
+    return fk.lookahead(params, x, t, fill_missing(y), u).astype(dtype)
 
 
 def csmc_init(

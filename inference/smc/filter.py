@@ -33,6 +33,7 @@ from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 from pssm.arviz import summary_group, to_arviz
 from pssm.boundary import check_inputs_taken
 from pssm.display import short_repr
+from pssm.distributions import observed_log_prob
 from pssm.inference.smc.resampling import (
     Resampler,
     ess_of_normalized,
@@ -41,7 +42,7 @@ from pssm.inference.smc.resampling import (
     normalize_log_weights,
 )
 from pssm.protocol import SSM, PyTree, inputs_at, model_inputs
-from pssm.validation import check_array, check_key, is_tracer, split_missing
+from pssm.validation import check_array, check_key, fill_missing, is_tracer, split_missing
 
 __all__ = [
     "FeynmanKac",
@@ -116,28 +117,30 @@ class FeynmanKac(eqx.Module):
 
     # ---- single-particle pieces (vmapped by the kernels) ----
     def sample_initial(self, key: PRNGKeyArray, params: PyTree, y0: Array, u0: PyTree) -> Array:
-        d = self.model.initial(params, u0) if self.initial_proposal is None else self.initial_proposal(params, y0, u0)
-        return d.sample(key)
+        if self.initial_proposal is None:
+            return self.model.initial(params, u0).sample(key)
+        return self.initial_proposal(params, fill_missing(y0), u0).sample(key)
 
     def log_weight_initial(self, params: PyTree, x0: Array, y0: Array, u0: PyTree, observed) -> Array:
         t0 = jnp.zeros((), jnp.int32)
-        lg = jnp.where(observed, self.model.emission(params, x0, t0, u0).log_prob(y0), 0.0)
+        lg = jnp.where(observed, observed_log_prob(self.model.emission(params, x0, t0, u0), y0), 0.0)
         if self.initial_proposal is None:
             return lg
-        return lg + self.model.initial(params, u0).log_prob(x0) - self.initial_proposal(params, y0, u0).log_prob(x0)
+        q = self.initial_proposal(params, fill_missing(y0), u0)
+        return lg + self.model.initial(params, u0).log_prob(x0) - q.log_prob(x0)
 
     def sample(self, key: PRNGKeyArray, params: PyTree, x_prev: Array, t, y: Array, u: PyTree) -> Array:
         if self.proposal is None:
             return self.model.transition(params, x_prev, t, u).sample(key)
-        return self.proposal(params, x_prev, t, y, u).sample(key)
+        return self.proposal(params, x_prev, t, fill_missing(y), u).sample(key)
 
     def log_weight(self, params: PyTree, x_prev: Array, x: Array, t, y: Array, u: PyTree, observed) -> Array:
         """:math:`\\log f(x \\mid x_{prev}) + \\log g(y \\mid x) - \\log q(x \\mid x_{prev}, y)` (bootstrap: log g)."""
-        lg = jnp.where(observed, self.model.emission(params, x, t, u).log_prob(y), 0.0)
+        lg = jnp.where(observed, observed_log_prob(self.model.emission(params, x, t, u), y), 0.0)
         if self.proposal is None:
             return lg
         lf = self.model.transition(params, x_prev, t, u).log_prob(x)
-        return lg + lf - self.proposal(params, x_prev, t, y, u).log_prob(x)
+        return lg + lf - self.proposal(params, x_prev, t, fill_missing(y), u).log_prob(x)
 
     def log_transition(self, params: PyTree, x_prev: Array, x: Array, t, u: PyTree) -> Array:
         return self.model.transition(params, x_prev, t, u).log_prob(x)
@@ -239,7 +242,8 @@ def select_ancestors(
         eta = None
         lv, c1 = log_weights, jnp.zeros((), dtype)
     else:
-        eta = jax.vmap(lambda x: fk.lookahead(params, x, t, y, u))(particles).astype(dtype)
+        y_seen = fill_missing(y)
+        eta = jax.vmap(lambda x: fk.lookahead(params, x, t, y_seen, u))(particles).astype(dtype)
         lv, c1 = normalize_log_weights(log_weights + eta)
         c1 = jnp.where(jnp.isfinite(c1), c1, 0.0)
 
@@ -413,9 +417,11 @@ def validate_sequence(emissions, inputs, mask, name: str = "emissions", *, model
                 f"{name} holds ±inf (first at step {t}); an infinite observation has no likelihood. Use NaN to mark "
                 "a missing observation, or fix the data."
             )
-    emissions, mask = split_missing(emissions, 1, mask)  # NaN = missing: no reweighting at that step
-    if model is not None:
-        ssm = model.model if isinstance(model, FeynmanKac) else model
+    # NaN = missing: no reweighting at an all-NaN step; the observed entries of a partly missing step are weighed
+    ssm = None if model is None else (model.model if isinstance(model, FeynmanKac) else model)
+    entries = True if ssm is None else ssm.missing_entries  # without a model: left to the model's own check
+    emissions, mask = split_missing(emissions, 1, mask, entries=entries)
+    if ssm is not None:
         hooks = (model.proposal, model.initial_proposal, model.lookahead) if isinstance(model, FeynmanKac) else ()
         custom = any(h is not None for h in hooks)
         if not custom:  # a user's proposal or lookahead may read inputs the model itself does not

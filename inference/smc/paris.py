@@ -30,6 +30,7 @@ from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 from pssm.arviz import summary_group, to_arviz
 from pssm.display import short_repr
+from pssm.distributions import observed_log_prob
 from pssm.inference.smc.backward import BackwardKernel, ExactBackward, RejectionBackward, check_backward_kernel
 from pssm.inference.smc.filter import (
     FeynmanKac,
@@ -111,14 +112,14 @@ def score_functional(model: SSM, params: PyTree) -> AdditiveFunctional:
 
     def step(xp, x, t, y, u, obs):
         def lp(th):
-            lg = jnp.where(obs, model.emission(th, x, t, u).log_prob(y), 0.0)
+            lg = jnp.where(obs, observed_log_prob(model.emission(th, x, t, u), y), 0.0)
             return model.transition(th, xp, t, u).log_prob(x) + lg
 
         return eqx.filter_grad(lp)(params)
 
     def initial(x, y, u, obs):
         def lp(th):
-            lg = jnp.where(obs, model.emission(th, x, jnp.zeros((), jnp.int32), u).log_prob(y), 0.0)
+            lg = jnp.where(obs, observed_log_prob(model.emission(th, x, jnp.zeros((), jnp.int32), u), y), 0.0)
             return model.initial(th, u).log_prob(x) + lg
 
         return eqx.filter_grad(lp)(params)

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpyro.distributions as dist
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
+from pssm.distributions import observed_log_prob
 from pssm.inference.smc.filter import filter_init, filter_step
 from pssm.protocol import PyTree
 
@@ -46,13 +47,13 @@ def path_log_weight(
     """One guide path :math:`z \\sim q_\\phi(\\cdot\\mid y)` and its (annealed) log-weight."""
     h = encoder.features(encoder_params, emissions, valid, observed)
     T = emissions.shape[0]
-    y = jnp.nan_to_num(emissions)
+    y = jnp.asarray(emissions)  # NaN at the missing entries of a partly observed step
     obs = observed & valid
     keys = jax.random.split(key, T)
     t0 = jnp.zeros((), jnp.int32)
 
     def weight(lq, prior, z, t, y_t, o_t):
-        lg = model.emission(params, z, t).log_prob(y_t)
+        lg = observed_log_prob(model.emission(params, z, t), y_t)
         return annealing * (prior.log_prob(z) - lq) + jnp.where(o_t, lg, 0.0)
 
     z0, lq0 = _draw(encoder.initial_distribution(encoder_params, h[0]), keys[0])
@@ -116,7 +117,7 @@ def fivo_log_likelihood(
     leave the filter state unchanged."""
     h = encoder.features(encoder_params, emissions, valid, observed)
     fk = encoder.feynman_kac(model, encoder_params)
-    y = jnp.nan_to_num(emissions)
+    y = jnp.asarray(emissions)  # NaN at the missing entries of a partly observed step
     obs = observed & valid
     k0, key = jax.random.split(key)
     state, _ = filter_init(k0, fk, params, y[0], num_particles, h[0], obs[0])

@@ -21,6 +21,7 @@ import numpyro.distributions as dist
 from jax.flatten_util import ravel_pytree
 from numpyro.contrib.control_flow import scan
 
+from pssm.distributions import MissingEntries
 from pssm.models.deep.dmm import DeepMarkovModel, DMMParams, emission_distribution
 from pssm.models.deep.encoders import Encoder, EncoderParams
 
@@ -57,7 +58,7 @@ def make_vae_model(model: DeepMarkovModel, params: DMMParams) -> Callable[..., N
     def model_fn(emissions, valid, observed, annealing=1.0):
         p = flat.register(MODEL_SITE)
         B, T = emissions.shape[:2]
-        y = jnp.swapaxes(jnp.nan_to_num(emissions), 0, 1)  # (T, B, D)
+        y = jnp.swapaxes(emissions, 0, 1)  # (T, B, D); NaN at the missing entries of a partly observed step
         v = jnp.swapaxes(valid, 0, 1)
         o = jnp.swapaxes(valid & observed, 0, 1)
         z_init = jnp.broadcast_to(p.initial_latent, (B, model.latent_dim))
@@ -73,7 +74,7 @@ def make_vae_model(model: DeepMarkovModel, params: DMMParams) -> Callable[..., N
         # emissions are conditionally independent given the path: one batched emitter call over (T, B)
         raw = jax.vmap(jax.vmap(p.emitter))(zs)
         with numpyro.plate("time", T, dim=-2), numpyro.plate("sequences", B), numpyro.handlers.mask(mask=o):
-            numpyro.sample("y", emission_distribution(model.emission_kind, raw), obs=y)
+            numpyro.sample("y", MissingEntries(emission_distribution(model.emission_kind, raw)), obs=y)
 
     return model_fn
 

@@ -147,7 +147,9 @@ def _host_arrays(model, data, name: str = "data") -> tuple[np.ndarray, np.ndarra
     """``(emissions, valid, observed)`` as host arrays ``(B, T, ...)``, ``(B, T)``, ``(B, T)`` from anything the
     boundary accepts (counts and binary data as floats)."""
     seqs = as_sequences(model, data, name=name)
-    emissions = np.asarray(seqs.emissions, dtype=np.float32 if seqs.emissions.dtype != np.float64 else None)
+    emissions = np.array(seqs.emissions, dtype=np.float32 if seqs.emissions.dtype != np.float64 else None)
+    if seqs.observed is not None:  # the missing entries of a partly observed step: NaN (observed_log_prob)
+        emissions[~np.asarray(seqs.entries) & np.asarray(seqs.mask)[..., None]] = np.nan
     valid = _valid(seqs)
     return emissions, valid, np.asarray(seqs.mask) & valid
 

@@ -357,6 +357,17 @@ class GLMEmissions(EmissionComponent):
         eta = self.predictor(params, inputs)
         return self.log_pmf(emissions[..., None, :].astype(eta.dtype), eta).sum(-1)
 
+    @property
+    def missing_entries(self) -> bool:
+        """A neuron's missing count drops its term; the others count (their coupling sees a missing count
+        as 0, as for a missing step)."""
+        return True
+
+    def observed_log_likelihoods(self, params: GLMParams, emissions: Array, observed: Array, inputs: Any = None):
+        eta = self.predictor(params, inputs)
+        lp = self.log_pmf(emissions[..., None, :].astype(eta.dtype), eta)
+        return jnp.where(observed[..., None, :], lp, 0.0).sum(-1)
+
     # ---------------------------------------------------------------- initialisation
     def init_params(
         self,
@@ -436,6 +447,8 @@ class GLMEmissions(EmissionComponent):
         """:math:`\\sum_{b,t,s} w_{b,t,s}\\log p(y_{b,t} \\mid z=s)` without the parameter-free ``-log y!``."""
         eta = self.predictor(params, data.inputs, coupling)  # (B, T, S, N)
         lp = self.log_pmf(data.emissions[..., None, :].astype(eta.dtype), eta, constant=False)
+        if data.observed is not None:
+            lp = jnp.where(data.entries[..., None, :], lp, 0.0)
         return jnp.sum(weights * lp.sum(-1))
 
     def m_step_loss(self, params: GLMParams, data: Sequences, weights: Array, key: PRNGKeyArray, sampling: str):

@@ -145,7 +145,7 @@ def homogeneous_log_likelihood(
 ) -> Float[Array, ""]:
     """Log-likelihood of ``data`` (a :class:`~pssm.data.Sequences`) under one rate per neuron (``rates`` ``(N,)``,
     default the data's own mean counts; pass the training rates for a held-out baseline)."""
-    m = data.mask[..., None]
+    m = data.entries
     y = data.emissions.astype(jnp.result_type(float))
     if rates is None:
         rates = (y * m).sum((0, 1)) / jnp.maximum(m.sum((0, 1)), 1)

@@ -31,7 +31,7 @@ from numpyro.distributions import constraints
 
 from pssm.data import Sequences
 from pssm.display import short_repr
-from pssm.distributions import Dirichlet
+from pssm.distributions import Dirichlet, observed_log_prob
 from pssm.models.hmm.components import Component
 from pssm.models.hmm.init import initial_responsibilities
 from pssm.params import ParamSpec
@@ -48,6 +48,7 @@ __all__ = [
     "CategoricalEmissions",
     "CategoricalParams",
     "flat_observed",
+    "flat_entries",
 ]
 
 
@@ -56,6 +57,13 @@ def flat_observed(data: Sequences, weights: Array) -> tuple[Array, Array]:
     y = data.emissions.reshape((-1,) + data.emissions.shape[2:])
     w = (weights * data.mask[..., None]).reshape(-1, weights.shape[-1])
     return y, w
+
+
+def flat_entries(data: Sequences, dtype) -> Array | None:
+    """``(N, *emission_shape)`` 0/1 weights of the observed entries (``None``: every entry of a step observed)."""
+    if data.observed is None:
+        return None
+    return data.entries.reshape((-1,) + data.emissions.shape[2:]).astype(dtype)
 
 
 class EmissionComponent(Component):
@@ -80,6 +88,12 @@ class EmissionComponent(Component):
         """Whether :meth:`distribution` reads exogenous inputs (the HMM's :attr:`pssm.SSM.takes_inputs`)."""
         return False
 
+    @property
+    def missing_entries(self) -> bool:
+        """Whether :meth:`observed_log_likelihoods` and :meth:`m_step` use the observed entries of a partly
+        missing step (``data.observed``); ``False`` (default) drops such a step whole."""
+        return False
+
     def features(self, past: Array, inputs: PyTree = None) -> PyTree:
         """Per-step model inputs from the past ``emission_lags`` emissions (see :func:`pssm.model_inputs`)."""
         return inputs
@@ -99,6 +113,21 @@ class EmissionComponent(Component):
         if inputs is None:
             return jax.vmap(lambda y: one(y, None))(emissions)
         return jax.vmap(one)(emissions, inputs)
+
+    def observed_log_likelihoods(
+        self, params: PyTree, emissions: Array, observed: Array, inputs: PyTree = None
+    ) -> Float[Array, "T S"]:
+        """``(T, S)`` log-likelihoods of the observed entries (``observed`` ``(T, *emission_shape)`` bool; the
+        values at the other entries are ignored).  Default: :func:`pssm.distributions.observed_log_prob`."""
+        S = self.num_states_of(params)
+        y = jnp.where(observed, emissions.astype(jnp.result_type(float)), jnp.nan)
+
+        def one(y_t, u):
+            return jax.vmap(lambda s: observed_log_prob(self.distribution(params, s, u), y_t))(jnp.arange(S))
+
+        if inputs is None:
+            return jax.vmap(lambda y_t: one(y_t, None))(y)
+        return jax.vmap(one)(y, inputs)
 
     @abc.abstractmethod
     def num_states_of(self, params: PyTree) -> int:
@@ -164,19 +193,34 @@ class PoissonEmissions(EmissionComponent):
     def distribution(self, params, state, inputs=None):
         return dist.Poisson(params.rates[state]).to_event(1)
 
+    @property
+    def missing_entries(self):
+        return True
+
     def log_likelihoods(self, params, emissions, inputs=None):
         y = emissions.astype(params.rates.dtype)
         lr = jnp.log(params.rates)
         return y @ lr.T - params.rates.sum(-1)[None] - gammaln(y + 1.0).sum(-1, keepdims=True)
+
+    def observed_log_likelihoods(self, params, emissions, observed, inputs=None):
+        o = observed.astype(params.rates.dtype)
+        y = emissions.astype(params.rates.dtype) * o
+        lr = jnp.log(params.rates)
+        return y @ lr.T - o @ params.rates.T - (gammaln(y + 1.0) * o).sum(-1, keepdims=True)
 
     def initialize(self, key, num_states, data):
         return _kmeans_start(self, key, num_states, data)
 
     def m_step(self, params, data, weights, state, key):
         y, w = flat_observed(data, weights)
+        o = flat_entries(data, w.dtype)
         y = y.astype(w.dtype)
-        num = w.T @ y + (self.rate_prior_shape - 1.0)
-        den = w.sum(0)[:, None] + self.rate_prior_rate
+        if o is None:
+            num, den = w.T @ y, w.sum(0)[:, None]
+        else:  # per entry: sum_t w_ts o_td y_td / sum_t w_ts o_td
+            num, den = w.T @ (o * y), w.T @ o
+        num = num + (self.rate_prior_shape - 1.0)
+        den = den + self.rate_prior_rate
         return PoissonParams(jnp.maximum(num / den, jnp.finfo(w.dtype).tiny)), state
 
 
@@ -245,6 +289,20 @@ class GaussianEmissions(EmissionComponent):
             return jnp.diag(params.covs[state])
         return params.covs[state]
 
+    @property
+    def missing_entries(self):
+        """Diagonal covariances only (the full and tied M-steps would need the missing entries' conditional
+        moments; there a partly missing step is dropped whole)."""
+        return self.covariance == "diagonal"
+
+    def observed_log_likelihoods(self, params, emissions, observed, inputs=None):
+        if self.covariance != "diagonal":
+            return super().observed_log_likelihoods(params, emissions, observed, inputs)
+        o = observed.astype(params.means.dtype)[:, None, :]
+        c = emissions.astype(params.means.dtype)[:, None, :] - params.means[None]
+        v = params.covs[None]
+        return -0.5 * jnp.sum(o * (c**2 / v + jnp.log(2 * jnp.pi * v)), -1)
+
     def distribution(self, params, state, inputs=None):
         if self.covariance == "diagonal":
             return dist.Normal(params.means[state], jnp.sqrt(params.covs[state])).to_event(1)
@@ -270,11 +328,17 @@ class GaussianEmissions(EmissionComponent):
     def m_step(self, params, data, weights, state, key):
         y, w = flat_observed(data, weights)
         y = y.astype(w.dtype)
+        D, reg, dof = self.emission_dim, self.covariance_reg, self._dof
+        o = flat_entries(data, w.dtype) if self.covariance == "diagonal" else None
+        if o is not None:  # per entry: weights w_ts o_td
+            n = w.T @ o  # (S, D)
+            means = (w.T @ (o * y)) / jnp.maximum(n, jnp.finfo(w.dtype).tiny)
+            scatter = jnp.einsum("ns,nd,snd->sd", w, o, (y[None] - means[:, None]) ** 2)
+            return GaussianParams(means, (scatter + reg) / (n + dof + 2.0)), state
         n = w.sum(0)
         nsafe = jnp.maximum(n, jnp.finfo(w.dtype).tiny)
         means = (w.T @ y) / nsafe[:, None]
         c = y[None] - means[:, None]  # (S, N, D)
-        D, reg, dof = self.emission_dim, self.covariance_reg, self._dof
         if self.covariance == "diagonal":
             scatter = jnp.einsum("ns,snd->sd", w, c**2)
             covs = (scatter + reg) / (n[:, None] + dof + 2.0)
@@ -324,10 +388,19 @@ class CategoricalEmissions(EmissionComponent):
     def distribution(self, params, state, inputs=None):
         return dist.Categorical(probs=params.probs[state]).to_event(1)
 
+    @property
+    def missing_entries(self):
+        return True
+
     def log_likelihoods(self, params, emissions, inputs=None):
         y = jnp.asarray(emissions, jnp.int32)  # (T, D); a class of probability 0 gives -inf (impossible)
         logp = jnp.log(params.probs)[:, jnp.arange(self.emission_dim)[None, :], y]  # (S, T, D)
         return logp.sum(-1).T
+
+    def observed_log_likelihoods(self, params, emissions, observed, inputs=None):
+        y = jnp.asarray(emissions, jnp.int32)
+        logp = jnp.log(params.probs)[:, jnp.arange(self.emission_dim)[None, :], y]  # (S, T, D)
+        return jnp.where(observed[None], logp, 0.0).sum(-1).T
 
     def initialize(self, key, num_states, data):
         w = jax.random.dirichlet(key, jnp.ones(num_states), data.mask.shape)
@@ -337,6 +410,8 @@ class CategoricalEmissions(EmissionComponent):
     def m_step(self, params, data, weights, state, key):
         y, w = flat_observed(data, weights)
         onehot = jax.nn.one_hot(y, self.num_classes, dtype=w.dtype)  # (N, D, C)
+        o = flat_entries(data, w.dtype)
+        onehot = onehot if o is None else onehot * o[..., None]
         counts = jnp.maximum(jnp.einsum("ns,ndc->sdc", w, onehot) + (self.concentration - 1.0), 0.0)
         total = counts.sum(-1, keepdims=True)
         return CategoricalParams(counts / jnp.maximum(total, jnp.finfo(w.dtype).tiny)), state

@@ -42,6 +42,9 @@ def initial_responsibilities(
     y = np.asarray(data.emissions, dtype=float)
     m = np.asarray(data.mask)
     B, T = m.shape
+    full = m if data.observed is None else m & np.asarray(data.observed).reshape(B, T, -1).all(-1)
+    if full.sum() >= num_states:  # k-means on the fully observed steps (partly missing ones hold 0s)
+        m = full
     labels = np.zeros((B, T), int)
     labels[m] = kmeans_labels(key, y[m].reshape(int(m.sum()), -1), num_states)
     r = soft_responsibilities(labels, num_states, smoothing) * m[..., None]

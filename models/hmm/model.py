@@ -106,6 +106,10 @@ class HMM(DiscreteSSM):
     def takes_inputs(self) -> bool:
         return self.emission_component.takes_inputs
 
+    @property
+    def missing_entries(self) -> bool:
+        return self.emission_component.missing_entries
+
     def emission_features(self, past: Array, inputs: PyTree = None) -> PyTree:
         return self.emission_component.features(past, inputs)
 
@@ -181,6 +185,9 @@ class HMM(DiscreteSSM):
 
     def log_likelihoods(self, params: HMMParams, emissions: Array, inputs=None) -> Float[Array, "T S"]:
         return self.emission_component.log_likelihoods(params.emissions, emissions, inputs)
+
+    def observed_log_likelihoods(self, params: HMMParams, emissions: Array, observed: Array, inputs=None):
+        return self.emission_component.observed_log_likelihoods(params.emissions, emissions, observed, inputs)
 
 
 def _float_dtype(data):
