@@ -9,7 +9,7 @@ import arviz as az
 import numpy as np
 import pytest
 
-from pssm import cli
+from pssm.inference import cli
 
 HMM_TOML = """
 [model]
