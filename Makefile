@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 BENCH_STAMP := $(VENV)/.bench-stamp
 export MPLBACKEND := Agg
 
-.PHONY: venv demo test test-x64 test-fast lint format bench-quick clean
+.PHONY: venv demo test test-x64 test-slow lint format bench-quick clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -24,12 +24,18 @@ $(BENCH_STAMP): $(STAMP) constraints-bench.txt
 demo: $(STAMP)
 	$(VENV)/bin/pssm demo --out case_studies/output/brain_states
 
+# The suite CI runs (.ci/run); the statistical calibration tests marked `slow` run in `make test-slow`.
 test: $(STAMP)
-	$(PY) -m pytest -n 2 --dist loadgroup --durations=15 tests
+	$(PY) -m pytest -n 2 --dist loadgroup --durations=15 -m "not slow" tests
 
 # The same suite in float64 (JAX_ENABLE_X64=1: other random draws, other dtypes through every boundary).
 test-x64: $(STAMP)
-	JAX_ENABLE_X64=1 $(PY) -m pytest -n 2 --dist loadgroup --durations=15 tests
+	JAX_ENABLE_X64=1 $(PY) -m pytest -n 2 --dist loadgroup --durations=15 -m "not slow" tests
+
+# Statistical calibration tests (minutes each: posteriors within MCSEs, error rates in N, bias ratios, SVI
+# optima); benchmarks/statistical_tests.py runs them and prints their outcomes as JSON.
+test-slow: $(STAMP)
+	$(PY) -m pytest -n 2 --dist loadgroup --durations=15 -m slow tests
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pssm.data import Sequences
-from pssm.protocol import SSM, PyTree, model_inputs
+from pssm.protocol import SSM, PyTree, lags_observed, model_inputs
 from pssm.validation import split_missing
 
 __all__ = [
@@ -165,12 +165,19 @@ def as_model_data(model: SSM, data: Any, inputs: PyTree = None, *, lengths: Any 
 def with_model_inputs(model: SSM, seqs: Sequences) -> Sequences:
     """``seqs`` with floats cast to JAX's default float and ``inputs`` replaced by the model inputs (traceable)."""
     ftype = jnp.result_type(float)
+    B, T = seqs.mask.shape
+    # values known (NaN-free) feed the lags; a value masked out of the likelihood but stored is known too
+    known = seqs.mask if seqs.observed is None else seqs.observed.reshape(B, T, -1).all(-1)
     if not model.missing_entries:
         seqs = seqs.whole_steps()
     y = seqs.emissions.astype(ftype) if jnp.issubdtype(seqs.emissions.dtype, jnp.floating) else seqs.emissions
     u = jax.tree.map(lambda a: a.astype(ftype) if jnp.issubdtype(a.dtype, jnp.floating) else a, seqs.inputs)
-    feats = jax.vmap(lambda e, v: model_inputs(model, e, v))(y, u) if model.emission_lags else u
-    return ModelData(y, seqs.mask, seqs.lengths, feats, seqs.kind, seqs.observed)
+    if not model.emission_lags:
+        return ModelData(y, seqs.mask, seqs.lengths, u, seqs.kind, seqs.observed)
+    feats = jax.vmap(lambda e, v: model_inputs(model, e, v))(y, u)
+    ok = jax.vmap(lambda c: lags_observed(model, c))(known)  # a step whose lags are missing is not evaluated
+    observed = None if seqs.observed is None else seqs.observed & ok.reshape(ok.shape + (1,) * (y.ndim - 2))
+    return ModelData(y, seqs.mask & ok, seqs.lengths, feats, seqs.kind, observed)
 
 
 def traced_sequences(model: SSM, emissions: Any, inputs: PyTree = None, lengths: Any = None) -> Sequences:

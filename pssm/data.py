@@ -10,7 +10,9 @@ A :class:`Sequences` holds ``B`` sequences of lengths :math:`T_b` padded to :mat
 * ``inputs``: optional pytree with leaves ``(B, T_max, ...)`` (padding 0; inputs may not be missing);
 * ``observed`` ``(B, T_max, ...)`` bool or ``None``: for data with partly missing steps (some NaN entries in a
   row), ``True`` at the observed entries (the missing ones are stored as 0); ``None`` when every entry of every
-  masked-in step is observed.
+  masked-in step is observed.  It marks the *known values*: a step outside ``mask`` whose entries are
+  ``observed`` adds no likelihood but still feeds lagged features (:func:`pssm.models.conditional_sequences`);
+  a step whose lags hold an unknown value is not evaluated (:func:`pssm.protocol.lags_observed`).
 
 Missing observations are *masked out of the likelihood*: inference sets
 :math:`\\log p(y_t \\mid x_t) = 0` where ``mask`` is False, which is exact marginalisation of an unobserved
@@ -113,6 +115,9 @@ class Sequences(eqx.Module):
     inputs: PyTree = None
     kind: str = eqx.field(static=True, default="real")
     observed: Bool[Array, "B T ..."] | None = None
+    """Entries whose values are known (``None``: those of the steps in ``mask``).  The likelihood counts
+    ``observed & mask`` (:attr:`entries`); a known value outside ``mask`` still feeds lagged features
+    (:func:`~pssm.models.conditional_sequences`: the first ``p`` steps condition the AR likelihood)."""
 
     def __check_init__(self):
         e, m, n = self.emissions, self.mask, self.lengths
@@ -372,7 +377,7 @@ class Sequences(eqx.Module):
         if self.observed is None:
             return self
         full = self.observed.reshape(self.mask.shape + (-1,)).all(-1)
-        y = jnp.where(self.entries, self.emissions, jnp.zeros((), self.emissions.dtype))
+        y = jnp.where(self.observed, self.emissions, jnp.zeros((), self.emissions.dtype))
         y = jnp.where(full.reshape(full.shape + (1,) * (y.ndim - 2)), y, jnp.zeros((), y.dtype))
         return type(self)(y, self.mask & full, self.lengths, self.inputs, self.kind)
 

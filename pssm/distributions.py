@@ -11,7 +11,7 @@ from jax.scipy.linalg import solve_triangular
 from jax.scipy.special import gammaln, xlogy
 from numpyro.distributions import constraints
 
-__all__ = ["GaussianTril", "Dirichlet", "observed_log_prob", "factorises", "MissingEntries"]
+__all__ = ["GaussianTril", "Dirichlet", "observed_log_prob", "factorises", "MissingEntries", "gaussian_conditional"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -157,3 +157,27 @@ class MissingEntries(dist.Distribution):
 
     def log_prob(self, value):
         return observed_log_prob(self.base, value)
+
+
+def gaussian_conditional(
+    mean: jax.Array, cov: jax.Array, y: jax.Array, observed: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """Moments of :math:`y \\sim N(\\mu, \\Sigma)` given its observed entries :math:`y_o` (one step).
+
+    .. math::  E[y \\mid y_o] = \\mu + \\Sigma P (y - \\mu), \\qquad
+               \\mathrm{Cov}[y \\mid y_o] = \\Sigma - \\Sigma P \\Sigma, \\qquad
+               P = O (O\\Sigma O + I - O)^{-1} O,
+
+    with :math:`O = \\mathrm{diag}(o)`: :math:`P` embeds :math:`\\Sigma_{oo}^{-1}`, so the values at missing
+    entries are never read.  Observed entries come back as given, with zero (co)variance.  ``mean (D,)``,
+    ``cov (D, D)``, ``y (D,)``, ``observed (D,)`` bool; broadcast over leading axes with ``vmap``.
+    """
+    o = observed.astype(cov.dtype)
+    miss = 1.0 - o
+    a = cov * o[:, None] * o[None, :] + jnp.diag(miss)
+    chol = jnp.linalg.cholesky(a)
+    p_cov = o[:, None] * jax.scipy.linalg.cho_solve((chol, True), o[:, None] * cov)  # P Sigma
+    r = jnp.where(observed, y - mean, 0.0)
+    cond_mean = jnp.where(observed, y, mean + p_cov.T @ r)
+    cond_cov = (cov - p_cov.T @ cov) * miss[:, None] * miss[None, :]
+    return cond_mean, cond_cov

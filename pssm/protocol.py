@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
-from jaxtyping import Array, Float, Int, PRNGKeyArray
+from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 from numpyro.distributions import constraints
 
 from pssm.distributions import observed_log_prob
@@ -35,6 +35,7 @@ __all__ = [
     "SSM",
     "DiscreteSSM",
     "model_inputs",
+    "lags_observed",
     "PyTree",
     "inputs_at",
     "simulate",
@@ -220,7 +221,8 @@ def model_inputs(model: SSM, emissions: Array, inputs: PyTree = None) -> PyTree:
 
     For a model with :attr:`SSM.emission_lags` ``L > 0`` step ``t`` gets
     ``model.emission_features(past_t, inputs_t)`` with ``past_t = (y_{t-1}, ..., y_{t-L})`` (zeros before ``t = 0``;
-    NaN entries count as 0); otherwise ``inputs`` is returned unchanged.
+    NaN entries count as 0 here, and every algorithm skips the steps whose lags are missing: see
+    :func:`lags_observed`); otherwise ``inputs`` is returned unchanged.
     """
     L = model.emission_lags
     if L == 0:
@@ -235,6 +237,32 @@ def model_inputs(model: SSM, emissions: Array, inputs: PyTree = None) -> PyTree:
     if inputs is None:
         return jax.vmap(lambda w: model.emission_features(w, None))(windows)
     return jax.vmap(model.emission_features)(windows, inputs)
+
+
+def lags_observed(model: SSM, complete: Bool[Array, " T"]) -> Bool[Array, " T"]:
+    """Whether step ``t``'s lagged emissions :math:`y_{t-1}, \\dots, y_{t-L}` were all observed
+    (``complete[t - l]`` for ``l = 1..L``; steps before ``t = 0`` count as observed; all True when ``L = 0``).
+
+    A model with emission lags conditions :math:`y_t` on its past emissions: a step whose lags hold a missing
+    entry is not evaluated (its term of the conditional likelihood is dropped, as if :math:`y_t` were missing)
+    rather than conditioned on a made-up value.  ``complete`` ``(T,)``: step fully observed.
+    """
+    L = model.emission_lags
+    complete = jnp.asarray(complete, bool)
+    if L == 0:
+        return jnp.ones(complete.shape, bool)
+    T = complete.shape[0]
+    gaps = jnp.concatenate([jnp.zeros((L,), bool), ~complete])
+    idx = jnp.arange(T)[:, None] + (L - 1 - jnp.arange(L))[None, :]  # gaps[t + L - 1 - l] = missing at t-1-l
+    return ~gaps[idx].any(-1)
+
+
+def complete_steps(emissions: Array) -> Bool[Array, " T"]:
+    """``(T,)``: step without a NaN entry (a value masked out of the likelihood is still known: it feeds lags)."""
+    y = jnp.asarray(emissions)
+    if not jnp.issubdtype(y.dtype, jnp.floating):
+        return jnp.ones(y.shape[:1], bool)
+    return ~jnp.isnan(y.reshape(y.shape[0], -1)).any(-1)
 
 
 def inputs_at(inputs: PyTree, t: Int[Array, ""] | int) -> PyTree:
@@ -321,10 +349,8 @@ def log_joint(
     mask: Array | None = None,
 ) -> Float[Array, ""]:
     """:math:`\\log p_\\theta(x_{0:T-1}, y_{0:T-1})`; steps with ``mask == False`` or a NaN in their emission
-    (missing) contribute no emission term."""
-    emissions, observed = split_missing(emissions, 1, mask, entries=model.missing_entries)
-    mask = None if mask is None and emissions.dtype.kind not in "fc" else observed
-    T = emissions.shape[0]
+    (missing) contribute no emission term.  Compiled once per model, shapes and dtypes."""
+    T = jnp.shape(emissions)[0]
     for leaf in jax.tree.leaves(states):
         if jnp.shape(leaf)[:1] != (T,):
             raise ValueError(f"states must have one entry per emission (leading axis {T}); got {jnp.shape(leaf)}.")
@@ -335,6 +361,18 @@ def log_joint(
                 f"states must be integers in [0, {model.num_states}) for a {model.num_states}-state model; got values "
                 f"from {int(z.min())} to {int(z.max())}."
             )
+    return _log_joint(model, params, states, emissions, inputs, mask)
+
+
+@eqx.filter_jit
+def _log_joint(model, params, states, emissions, inputs, mask):
+    emissions = jnp.asarray(emissions)
+    complete = complete_steps(emissions) if model.emission_lags else None
+    emissions, observed = split_missing(emissions, 1, mask, entries=model.missing_entries)
+    mask = None if mask is None and emissions.dtype.kind not in "fc" else observed
+    if complete is not None:
+        mask = lags_observed(model, complete) & (True if mask is None else mask)
+    T = emissions.shape[0]
     ts = jnp.arange(T)
     inputs = model_inputs(model, emissions, inputs)
     x_first = jax.tree.map(lambda a: a[0], states)
@@ -371,11 +409,19 @@ def discrete_log_potentials(
     """
     if not model.discrete_states:
         raise TypeError(f"{type(model).__name__} has continuous states; use a Kalman filter or SMC instead.")
+    entries = has_partial_steps(emissions) if model.missing_entries else False
+    return _discrete_log_potentials(model, params, emissions, inputs, mask, entries)
+
+
+@eqx.filter_jit
+def _discrete_log_potentials(model, params, emissions, inputs, mask, entries):
     T = emissions.shape[0]
     feats = model_inputs(model, emissions, inputs)
     emissions = jnp.asarray(emissions)
-    entries = has_partial_steps(emissions) if model.missing_entries else False
+    complete = complete_steps(emissions) if model.emission_lags else None
     emissions, mask = split_missing(emissions, 1, mask, entries=entries)  # NaN marks a missing observation
+    if complete is not None:
+        mask = mask & lags_observed(model, complete)
     log_init = model.log_initial(params, feats)
     log_trans = model.log_transition_matrices(params, T, feats)
     if entries:

@@ -36,6 +36,7 @@ def test_sleep_wake_demo_quick(tmp_path):
     assert out["sleep_wake_state_agreement"] > 0.7
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", ["benchmarks/exact_references.py"])
 def test_exact_reference_benchmark_quick(script):
     out = _run(script, "--quick")

@@ -153,6 +153,7 @@ def test_bridge_log_density_equals_em_objective(problem, prior, x64):
     assert np.isfinite(lp_glm) and lp_glm != 0.0  # the coupling prior and the leaf priors do enter
 
 
+@pytest.mark.slow
 def test_svi_delta_from_truth_stays_near_map_and_normal_guide_runs(problem):
     truth, z, y = problem
     model = HMMGLM(2, 6, link="sigmoid", self_coupling=False, param_scale=5.0)  # the truth's structure + leaf priors

@@ -38,7 +38,7 @@ def _grid_log_likelihood(model, params, ys, grid):
 
 @pytest.mark.parametrize(
     "model,grid",
-    [(StochasticVolatility(), (-7.0, 5.0)), (KitagawaGrowth(), (-35.0, 35.0))],
+    [(StochasticVolatility(), (-7.0, 5.0)), pytest.param(KitagawaGrowth(), (-35.0, 35.0), marks=pytest.mark.slow)],
     ids=["sv", "kitagawa"],
 )
 def test_scalar_models_pf_unbiased_vs_grid(x64, model, grid):

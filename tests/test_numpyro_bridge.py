@@ -60,6 +60,7 @@ def test_default_bridge_density_is_em_objective_and_frozen_leaves_are_constants(
     assert [k for k in sampled if k not in ("log_prior", "log_likelihood")] == ["transitions.matrix"]
 
 
+@pytest.mark.slow
 def test_svi_through_the_bridge_fits_an_hmm_to_its_em_map(x64):
     """A delta guide on the bridge maximises the same objective as EM: the two maxima agree."""
     from numpyro.infer.autoguide import AutoDelta
@@ -78,6 +79,7 @@ def test_svi_through_the_bridge_fits_an_hmm_to_its_em_map(x64):
     np.testing.assert_allclose(rates, np.sort(np.asarray(em.params.emissions.rates).ravel()), rtol=2e-3)
 
 
+@pytest.mark.slow
 def test_svi_elbo_on_linear_gaussian_reaches_kalman_log_likelihood(x64):
     """With params fixed, the ELBO of a full-rank Gaussian guide can equal log p(y); stated gap: 1.0 nat."""
     m = LinearGaussianSSM(1, 1)
@@ -101,6 +103,7 @@ def test_discrete_model_factor_equals_forward_algorithm(x64):
     np.testing.assert_allclose(lp, hmm_log_likelihood(*discrete_log_potentials(m, p, y)), atol=1e-10)
 
 
+@pytest.mark.slow
 def test_nuts_recovers_two_poisson_rates_with_states_summed_out(x64):
     m = HMM(2, PoissonEmissions(1))
     truth = _params([0.5, 0.5], [[0.95, 0.05], [0.05, 0.95]], [[2.0], [8.0]])

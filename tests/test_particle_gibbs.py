@@ -47,6 +47,13 @@ def problem():
         kalman_log_likelihood(p._replace(dynamics_weights=jnp.array([[0.7]]), dynamics_cov=jnp.array([[1.3]])), y),
         rtol=1e-4,
     )
+    return p, y, prior
+
+
+@pytest.fixture(scope="module")
+def reference(problem):
+    """NUTS on the exact (Kalman) likelihood: the posterior the particle Gibbs samplers must match."""
+    p, y, prior = problem
 
     def exact_model(y):
         pp = sample_params(prior, p)
@@ -56,7 +63,7 @@ def problem():
         NUTS(exact_model), num_warmup=300, num_samples=1000, num_chains=2, chain_method="vectorized", progress_bar=False
     )
     mc.run(jax.random.PRNGKey(1), y)
-    return p, y, prior, az.from_numpyro(mc)
+    return az.from_numpyro(mc)
 
 
 VARS = ["dynamics_weights", "dynamics_cov"]
@@ -72,9 +79,10 @@ def conditional(key, path, y, pp):
     return scalar_lg_conjugate_conditional(key, path, y, pp, A0, B0)
 
 
-def test_conjugate_particle_gibbs_matches_nuts_on_the_kalman_likelihood(problem):
+@pytest.mark.slow
+def test_conjugate_particle_gibbs_matches_nuts_on_the_kalman_likelihood(problem, reference):
     """PGAS (N=15) with conjugate θ-updates, 4 chains x 1500: means and sds within 4 combined MCSEs of NUTS."""
-    p, y, _, ref = problem
+    (p, y, _), ref = problem, reference
     r = particle_gibbs(
         jax.random.PRNGKey(2),
         ScalarLG(),
@@ -112,9 +120,10 @@ def test_conjugate_particle_gibbs_matches_nuts_on_the_kalman_likelihood(problem)
     assert r2.params.dynamics_weights.shape == (4, 5, 1, 1) and r2.paths is None
 
 
-def test_particle_gibbs_with_nuts_through_numpyro_hmcgibbs(problem):
+@pytest.mark.slow
+def test_particle_gibbs_with_nuts_through_numpyro_hmcgibbs(problem, reference):
     """HMCGibbs(NUTS on θ | path, CSMC backward sampling on the path), 2 chains x 500: within 4 MCSEs of NUTS."""
-    p, y, prior, ref = problem
+    (p, y, prior), ref = problem, reference
     mcmc = particle_gibbs_nuts(
         jax.random.PRNGKey(4),
         ScalarLG(),
@@ -135,7 +144,7 @@ def test_particle_gibbs_with_nuts_through_numpyro_hmcgibbs(problem):
 
 
 def test_particle_gibbs_validation(problem):
-    p, y, prior, _ = problem
+    p, y, prior = problem
     m = ScalarLG()
     kw = dict(num_samples=10, num_particles=10)
     with pytest.raises(TypeError, match="conditional"):
@@ -160,7 +169,7 @@ def test_particle_gibbs_validation(problem):
 def test_particle_gibbs_nuts_spec_path_holds_frozen_leaves(problem):
     """prior=None: the sites are the trainable leaves of the model's param_spec; frozen leaves are not sites and the
     Gibbs function rebuilds them from params bit for bit."""
-    p, y, _, _ = problem
+    p, y, _ = problem
     m = ScalarLG()
     frozen = tuple(f for f in p._fields if f not in VARS)
     mcmc = particle_gibbs_nuts(

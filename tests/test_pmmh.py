@@ -48,6 +48,7 @@ def exact_moments(y):
     return out
 
 
+@pytest.mark.slow
 def test_pmmh_matches_exact_posterior_within_mcse(problem):
     """4 chains x 2500 draws (N=60 particles, 500 adaptive warm-up steps): means and sds within 4 MCSEs (ArviZ)
     of the exact posterior (quadrature of the Kalman likelihood, which is also what NUTS targets)."""

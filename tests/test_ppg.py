@@ -46,6 +46,7 @@ def test_ppg_refresh_leaves_smoothing_distribution_invariant():
     assert np.mean(new != refs) > 0.2
 
 
+@pytest.mark.slow
 def test_ppg_bias_of_the_score_is_at_most_a_fifth_of_paris_bias():
     """DESIGN §2 model (scalar LG rho=0.9, sigma_x=1, sigma_y=0.5, Ñ=2) at half its size, T=100 and N=25 (the same
     T/N, which sets PaRIS's O(T/N) bias); target d log p(y)/d rho by autodiff of the Kalman log-likelihood.  The

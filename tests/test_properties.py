@@ -171,3 +171,47 @@ def test_particle_filter_nan_means_missing_or_the_shape_is_refused(problem):
     ref = particle_filter(jax.random.PRNGKey(0), model, params, np.nan_to_num(y), 8, mask=~np.isnan(y))
     assert np.isfinite(res.log_likelihood)
     np.testing.assert_allclose(res.log_likelihood, ref.log_likelihood, rtol=1e-5)
+
+
+GAUSS_HMMS = {cov: pm.HMM(2, pm.GaussianEmissions(3, cov)) for cov in ("full", "tied", "diagonal")}
+
+
+@st.composite
+def gaussian_hmm_data(draw):
+    """Six steps of 3-D data with a random NaN pattern (any entry, whole steps included) and an HMM to fit."""
+    cov = draw(st.sampled_from(sorted(GAUSS_HMMS)))
+    y = draw(arrays(np.float64, (6, 3), elements=FINITE))
+    holes = draw(arrays(bool, (6, 3), elements=SPARSE))
+    holes[0] = False  # one complete step, so the start (k-means on complete steps) sees data
+    return cov, np.where(holes, np.nan, y)
+
+
+@settings(SETTINGS, max_examples=12)  # three models x a few NaN patterns; each example fits (a compiled EM step)
+@given(problem=gaussian_hmm_data())
+def test_gaussian_hmms_with_nan_entries_equal_enumeration_and_em_ascends(problem, x64):
+    """Any NaN pattern: the log-likelihood equals enumeration over every path of the observed entries'
+    marginal densities, and one EM step (EM over the missing entries) does not lower log-lik + log prior."""
+    from scipy import stats
+
+    from pssm.inference import fit_em, marginal_log_likelihood
+
+    cov, y = problem
+    model = GAUSS_HMMS[cov]
+    rng = np.random.default_rng(0)
+    params = model.initialize(jax.random.key(0), np.vstack([y[~np.isnan(y).any(1)], rng.normal(size=(8, 3))]))
+    e = params.emissions
+    covs = np.asarray(e.covs, float)
+    lik = np.zeros((6, 2))
+    for t in range(6):
+        o = ~np.isnan(y[t])
+        for s in range(2):
+            c = np.diag(covs[s]) if cov == "diagonal" else covs[s] if cov == "full" else covs
+            if o.any():
+                lik[t, s] = stats.multivariate_normal(np.asarray(e.means[s])[o], c[np.ix_(o, o)]).logpdf(y[t][o])
+    log_pi = np.asarray(model.log_initial(params), float)
+    log_A = np.log(np.asarray(model.transition_component.matrix(params.transitions), float))
+    ref, *_ = enumerate_hmm(log_pi, np.broadcast_to(log_A, (5, 2, 2)), lik)
+    np.testing.assert_allclose(float(marginal_log_likelihood(model, params, y)), ref, rtol=1e-8, atol=1e-8)
+    fit = fit_em(jax.random.key(1), model, params, y, num_iters=2, tol=0.0)
+    obj = np.asarray(fit.log_objective)
+    assert np.isfinite(obj).all() and obj[1] >= obj[0] - 1e-8 * abs(obj[0]), obj

@@ -53,7 +53,9 @@ def rel_err(th, mle):
     return float(np.max(np.abs(a - b) / np.abs(b)))
 
 
-@pytest.mark.parametrize("estimator,num_particles,tol", [("paris", 100, 0.08), ("ppg", 30, 0.04)])
+@pytest.mark.parametrize(
+    "estimator,num_particles,tol", [pytest.param("paris", 100, 0.08, marks=pytest.mark.slow), ("ppg", 30, 0.04)]
+)
 def test_score_ascent_reaches_the_kalman_mle(estimator, num_particles, tol):
     """T=150, Adam with a decaying step, 250 updates, Polyak average of the second half: relative error of
     (rho, sigma_x) to the Kalman MLE.  PaRIS's score has an O(1/N) bias, so it gets N=100 and 8% (measured over 5
@@ -153,7 +155,7 @@ def test_gaussian_markov_q_log_prob_and_marginals():
     np.testing.assert_allclose(q_log_prob(q, x), lp, rtol=1e-5)
 
 
-@pytest.mark.parametrize("kernel,proposal", [("csmc", "q"), ("ppg", "model")])
+@pytest.mark.parametrize("kernel,proposal", [("csmc", "q"), pytest.param("ppg", "model", marks=pytest.mark.slow)])
 def test_markov_score_climbing_reaches_the_rts_smoother(kernel, proposal):
     """T=30, 8 chains, Adam with cosine decay: q's marginal means within 0.25 posterior sd of the RTS means at every
     step (measured ~0.1) and marginal sds within 15%."""

@@ -94,7 +94,7 @@ def _ratios(model, params, ys, N, R, key, fk=None, **kw):
     return np.asarray(jnp.exp(ll - exact)), np.asarray(ll)
 
 
-@pytest.mark.parametrize("dim", [1, 3])
+@pytest.mark.parametrize("dim", [1, pytest.param(3, marks=pytest.mark.slow)])
 def test_bootstrap_likelihood_unbiased_vs_kalman(x64, dim):
     """mean of exp(loglik - exact) is 1 within 3 SE on a random LG model; its variance falls as N grows."""
     model = LinearGaussianSSM(dim, dim)
@@ -109,6 +109,7 @@ def test_bootstrap_likelihood_unbiased_vs_kalman(x64, dim):
     assert var[1] < 0.5 * var[0], var
 
 
+@pytest.mark.slow
 def test_guided_optimal_proposal_beats_bootstrap_and_auxiliary_unbiased(x64):
     model = ScalarLG()
     params = scalar_params(r=0.05)  # informative observations: bootstrap weights are uneven

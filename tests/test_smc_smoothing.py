@@ -48,6 +48,7 @@ def _fit_slope(ns, errs):
     return np.polyfit(np.log(ns), np.log(errs), 1)[0]
 
 
+@pytest.mark.slow
 def test_ffbsi_and_paris_errors_shrink_like_root_n(x64, lg_data):
     """Smoothed first and second moments vs RTS: RMSE ~ N^-1/2 (log-log slope in [-0.8, -0.3]).
 

@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 
-from pssm import simulate
+from pssm import discrete_log_potentials, log_joint, simulate
 from pssm.inference import (
     hmm_smoother,
     hmm_viterbi,
@@ -54,6 +54,8 @@ CALLS = {
     "hmm_viterbi": lambda lg, p, hmm, hp, y, h: hmm_viterbi(*h),
     "simulate_lgssm": lambda lg, p, hmm, hp, y, h: simulate(jax.random.PRNGKey(3), lg, p, 40),
     "simulate_hmm": lambda lg, p, hmm, hp, y, h: simulate(jax.random.PRNGKey(4), hmm, hp, 40),
+    "log_joint": lambda lg, p, hmm, hp, y, h: log_joint(hmm, hp, np.arange(40) % 3, np.ones((40, 2))),
+    "discrete_log_potentials": lambda lg, p, hmm, hp, y, h: discrete_log_potentials(hmm, hp, np.ones((40, 2))),
     # a functional written inline: a new lambda object on every call, the same code -> the same program
     "paris_inline_lambda": lambda lg, p, hmm, hp, y, h: (
         paris(jax.random.PRNGKey(5), lg, p, y, 32, lambda x_prev, x, t: x * x_prev).estimate

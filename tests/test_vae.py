@@ -151,6 +151,7 @@ def test_nan_row_is_a_missing_observation(setup):
     assert np.isfinite(v)
 
 
+@pytest.mark.slow
 def test_bounds_order_and_tighten_with_k(setup):
     """As NLL bounds: IWAE_16 < ELBO and FIVO_16 < FIVO_1 (paired z > 3 over sequences); FIVO with one particle
     never resamples, so its mean equals the ELBO's (two-sample |z| < 4 over 3 keys)."""

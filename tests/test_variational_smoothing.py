@@ -109,6 +109,7 @@ def test_nan_row_equals_mask(lgssm, lg_fit):
     assert np.max(np.abs(by_mask.smoothed_means - lg_fit.smoothed_means)) > 1e-2  # the mask mattered
 
 
+@pytest.mark.slow
 def test_stochastic_volatility_matches_ffbsm():
     """T=50, three data sets.  Reference: FFBSm marginals from a 1000-particle bootstrap filter (Monte Carlo sd
     of its means per step measured <= 0.04, mean 0.022, over 5 filter seeds).  Measured over 6 data sets x 3

@@ -41,7 +41,7 @@ from pssm.inference.smc.resampling import (
     log_ess,
     normalize_log_weights,
 )
-from pssm.protocol import SSM, PyTree, inputs_at, model_inputs
+from pssm.protocol import SSM, PyTree, complete_steps, inputs_at, lags_observed, model_inputs
 from pssm.validation import check_array, check_key, fill_missing, is_tracer, split_missing
 
 __all__ = [
@@ -420,7 +420,10 @@ def validate_sequence(emissions, inputs, mask, name: str = "emissions", *, model
     # NaN = missing: no reweighting at an all-NaN step; the observed entries of a partly missing step are weighed
     ssm = None if model is None else (model.model if isinstance(model, FeynmanKac) else model)
     entries = True if ssm is None else ssm.missing_entries  # without a model: left to the model's own check
+    complete = complete_steps(emissions) if ssm is not None and ssm.emission_lags else None
     emissions, mask = split_missing(emissions, 1, mask, entries=entries)
+    if complete is not None:
+        mask = mask & lags_observed(ssm, complete)
     if ssm is not None:
         hooks = (model.proposal, model.initial_proposal, model.lookahead) if isinstance(model, FeynmanKac) else ()
         custom = any(h is not None for h in hooks)

@@ -40,7 +40,14 @@ from jaxtyping import Array, Float
 from numpyro.distributions import constraints
 
 from pssm.display import short_repr
-from pssm.models.hmm.emissions import EmissionComponent, _iw_log_prior, _kmeans_start
+from pssm.models.hmm.emissions import (
+    EmissionComponent,
+    _entrywise_moments,
+    _iw_log_prior,
+    _kmeans_start,
+    completed_moments,
+    flat_entries,
+)
 from pssm.params import ParamSpec
 
 __all__ = ["AutoregressiveEmissions", "AutoregressiveParams", "solve_psd"]
@@ -99,6 +106,12 @@ class AutoregressiveEmissions(EmissionComponent):
     @property
     def emission_lags(self) -> int:
         return int(self.num_lags)
+
+    @property
+    def missing_entries(self) -> bool:
+        """True: a partly missing step's observed entries are used (marginal likelihood; EM over the missing
+        ones).  A step whose lags hold a missing entry is not evaluated (see :func:`pssm.protocol.lags_observed`)."""
+        return True
 
     @property
     def num_features(self) -> int:
@@ -183,35 +196,71 @@ class AutoregressiveEmissions(EmissionComponent):
         x = data.inputs.reshape(-1, self.num_features).astype(w.dtype)
         return y, x, w
 
-    def _covariances(self, resid, w):
-        """MAP covariances from residuals ``resid`` ``(S, N, D)`` and weights ``(N, S)``."""
+    def _covariances(self, resid, w, extra=None):
+        """MAP covariances from residuals ``resid`` ``(S, N, D)`` and weights ``(N, S)`` (``extra``: the summed
+        conditional covariances of missing entries, added to the scatter)."""
         D, reg, dof = self.emission_dim, self.covariance_reg, self._dof
         n = w.sum(0)
         if not self._full:
             scatter = jnp.einsum("ns,snd->sd", w, resid**2)
+            if extra is not None:
+                scatter = scatter + extra
             if not self.switching_covariance:
                 scatter, n = scatter.sum(0), n.sum()
                 return (scatter + reg) / (n + dof + 2.0)
             return (scatter + reg) / (n[:, None] + dof + 2.0)
         scatter = jnp.einsum("ns,snd,sne->sde", w, resid, resid)
+        if extra is not None:
+            scatter = scatter + extra
         if not self.switching_covariance:
             scatter, n = scatter.sum(0), n.sum()
         return (scatter + reg * jnp.eye(D, dtype=w.dtype)) / (n + dof + D + 1.0)[..., None, None]
 
     def m_step(self, params, data, weights, state, key):
         y, x, w = self._flat(data, weights)
-        return _m_step_jit(self, params, y, x, w), state
+        o = flat_entries(data, w.dtype)
+        if o is None:
+            return _m_step_jit(self, params, y, x, w), state
+        return _completed_m_step_jit(self, params, y, o, x, w), state
 
-    def _m_step(self, params, y, x, w):
+    def _completed(self, params, y, o, x, w):
+        """Missing entries of ``y`` completed under ``params`` (EM over them): per-state conditional means
+        ``(N, S, D)`` and summed conditional covariances ``sum_n w_ns C_ns``; without params (the k-means start)
+        under a start with zero coefficients and the per-entry moments."""
+        S, D = w.shape[1], self.emission_dim
+        if params is None:
+            m0, n0, sc0 = _entrywise_moments(y, o, w)
+            var = (sc0 + self.covariance_reg) / jnp.maximum(n0, 1.0)
+            var = var if self.switching_covariance else var.mean(0)
+            shape = (S, D, self.num_features) if self.switching_coefficients else (D, self.num_features)
+            covs = (jax.vmap(jnp.diag)(var) if var.ndim == 2 else jnp.diag(var)) if self._full else var
+            params = AutoregressiveParams(m0, jnp.zeros(shape, w.dtype), covs)
+        if self.switching_coefficients:
+            means = params.biases[None] + jnp.einsum("sdk,nk->nsd", params.coefficients, x)
+        else:
+            means = params.biases[None] + (x @ params.coefficients.T)[:, None]
+        covs = self._state_covs(params, S)
+        if self._full:
+            return completed_moments(y, o > 0, w, means, covs)
+        yhat = jnp.where(o[:, None] > 0, y[:, None], means)
+        return yhat, jnp.einsum("ns,nd->sd", w, 1.0 - o) * covs
+
+    def _m_step(self, params, y, x, w, extra=None):
+        """Weighted MAP update; ``y`` ``(N, D)``, or ``(N, S, D)`` per-state completed emissions with ``extra``
+        their summed conditional covariances."""
         S = w.shape[1]
+        ys = y[None] if y.ndim == 2 else jnp.swapaxes(y, 0, 1)  # (1 or S, N, D)
         if self.switching_coefficients:
             xt = jnp.concatenate([jnp.ones_like(x[:, :1]), x], axis=1)  # (N, 1 + pD)
             gram = jnp.einsum("ns,ni,nj->sij", w, xt, xt)
-            rhs = jnp.einsum("ns,ni,nd->sid", w, xt, y)
+            if y.ndim == 2:
+                rhs = jnp.einsum("ns,ni,nd->sid", w, xt, y)
+            else:
+                rhs = jnp.einsum("ns,ni,snd->sid", w, xt, ys)
             coef = jax.vmap(solve_psd)(gram, rhs)  # (S, 1 + pD, D)
             biases, coefficients = coef[:, 0, :], jnp.swapaxes(coef[:, 1:, :], 1, 2)
-            resid = y[None] - biases[:, None] - jnp.einsum("sdk,nk->snd", coefficients, x)
-            return AutoregressiveParams(biases, coefficients, self._covariances(resid, w))
+            resid = ys - biases[:, None] - jnp.einsum("sdk,nk->snd", coefficients, x)
+            return AutoregressiveParams(biases, coefficients, self._covariances(resid, w, extra))
         # shared coefficients: generalised least squares in M = [B^T | A], alternating with the covariances
         if params is None or not self.switching_covariance:
             prec = jnp.broadcast_to(jnp.eye(self.emission_dim, dtype=w.dtype), (S,) + (self.emission_dim,) * 2)
@@ -222,8 +271,8 @@ class AutoregressiveEmissions(EmissionComponent):
         stats = _shared_stats(y, x, w)
         for _ in range(sweeps):
             biases, coefficients = _gls_shared(stats, prec)
-            resid = y[None] - biases[:, None] - (x @ coefficients.T)[None]
-            covs = self._covariances(resid, w)
+            resid = ys - biases[:, None] - (x @ coefficients.T)[None]
+            covs = self._covariances(resid, w, extra)
             prec = self._precisions(AutoregressiveParams(biases, coefficients, covs), S)
         return AutoregressiveParams(biases, coefficients, covs)
 
@@ -239,6 +288,12 @@ def _m_step_jit(component, params, y, x, w):
     return component._m_step(params, y, x, w)
 
 
+@eqx.filter_jit
+def _completed_m_step_jit(component, params, y, o, x, w):
+    yhat, extra = component._completed(params, y, o, x, w)
+    return component._m_step(params, yhat, x, w, extra)
+
+
 def _shared_stats(y, x, w):
     """Per-state Gram ``G_s = sum_n w_ns z z^T`` and cross moments ``C_s = sum_n w_ns y z^T`` for
     ``z = (e_s, x_n)``."""
@@ -246,8 +301,12 @@ def _shared_stats(y, x, w):
     n = w.sum(0)
     mx = w.T @ x  # (S, K)
     xx = jnp.einsum("ns,ni,nj->sij", w, x, x)
-    my = w.T @ y  # (S, D)
-    yx = jnp.einsum("ns,nd,nk->sdk", w, y, x)
+    if y.ndim == 2:
+        my = w.T @ y  # (S, D)
+        yx = jnp.einsum("ns,nd,nk->sdk", w, y, x)
+    else:  # per-state completed emissions (N, S, D)
+        my = jnp.einsum("ns,nsd->sd", w, y)
+        yx = jnp.einsum("ns,nsd,nk->sdk", w, y, x)
     eye = jnp.eye(S, dtype=w.dtype)
     top = jnp.concatenate([eye[:, :, None] * eye[:, None, :] * n[:, None, None], eye[:, :, None] * mx[:, None]], 2)
     bottom = jnp.concatenate([jnp.swapaxes(eye[:, :, None] * mx[:, None], 1, 2), xx], 2)

@@ -31,7 +31,7 @@ from numpyro.distributions import constraints
 
 from pssm.data import Sequences
 from pssm.display import short_repr
-from pssm.distributions import Dirichlet, observed_log_prob
+from pssm.distributions import Dirichlet, gaussian_conditional, observed_log_prob
 from pssm.models.hmm.components import Component
 from pssm.models.hmm.init import initial_responsibilities
 from pssm.params import ParamSpec
@@ -49,6 +49,7 @@ __all__ = [
     "CategoricalParams",
     "flat_observed",
     "flat_entries",
+    "completed_moments",
 ]
 
 
@@ -64,6 +65,41 @@ def flat_entries(data: Sequences, dtype) -> Array | None:
     if data.observed is None:
         return None
     return data.entries.reshape((-1,) + data.emissions.shape[2:]).astype(dtype)
+
+
+def completed_moments(
+    y: Float[Array, "N D"],
+    observed: Array,
+    weights: Float[Array, "N S"],
+    means: Float[Array, "N S D"],
+    covs: Float[Array, "S D D"],
+    chunk: int = 1024,
+) -> tuple[Float[Array, "N S D"], Float[Array, "S D D"]]:
+    """The E-step of EM with missing entries under Gaussian emissions :math:`y_n \\mid s \\sim N(m_{ns}, \\Sigma_s)`.
+
+    Returns :math:`\\hat y_{ns} = E[y_n \\mid y_{n,o}, s]` and :math:`\\sum_n w_{ns} C_{ns}`,
+    :math:`C_{ns} = \\mathrm{Cov}[y_n \\mid y_{n,o}, s]` (:func:`pssm.distributions.gaussian_conditional`), so
+    that :math:`E[y y^\\top] = \\hat y \\hat y^\\top + C`.  ``observed`` ``(N, D)`` bool.  Rows go in chunks of
+    ``chunk``: memory :math:`O(\\mathrm{chunk} \\cdot S D^2)`, not :math:`O(N S D^2)`.
+    """
+    N, D = y.shape
+    S = weights.shape[1]
+    size = max(1, min(N, chunk))
+    pad = (-N) % size
+    k = (N + pad) // size
+    y = jnp.pad(y, ((0, pad), (0, 0))).reshape(k, size, D)
+    observed = jnp.pad(observed, ((0, pad), (0, 0)), constant_values=True).reshape(k, size, D)
+    weights = jnp.pad(weights, ((0, pad), (0, 0))).reshape(k, size, S)
+    means = jnp.pad(means, ((0, pad), (0, 0), (0, 0))).reshape(k, size, S, D)
+    cond = jax.vmap(jax.vmap(gaussian_conditional, (0, 0, None, None)), (0, None, 0, 0))  # rows, then states
+
+    def block(args):
+        yc, oc, wc, mc = args
+        cm, cc = cond(mc, covs, yc, oc)  # (n, S, D), (n, S, D, D)
+        return cm, jnp.einsum("ns,nsde->sde", wc, cc)
+
+    yhat, csum = jax.lax.map(block, (y, observed, weights, means))
+    return yhat.reshape(k * size, S, D)[:N], csum.sum(0)
 
 
 class EmissionComponent(Component):
@@ -291,9 +327,9 @@ class GaussianEmissions(EmissionComponent):
 
     @property
     def missing_entries(self):
-        """Diagonal covariances only (the full and tied M-steps would need the missing entries' conditional
-        moments; there a partly missing step is dropped whole)."""
-        return self.covariance == "diagonal"
+        """True: the observed entries' marginal likelihood; the full and tied M-steps use the missing entries'
+        conditional moments (EM over them), the diagonal one the observed entries alone."""
+        return True
 
     def observed_log_likelihoods(self, params, emissions, observed, inputs=None):
         if self.covariance != "diagonal":
@@ -329,12 +365,12 @@ class GaussianEmissions(EmissionComponent):
         y, w = flat_observed(data, weights)
         y = y.astype(w.dtype)
         D, reg, dof = self.emission_dim, self.covariance_reg, self._dof
-        o = flat_entries(data, w.dtype) if self.covariance == "diagonal" else None
-        if o is not None:  # per entry: weights w_ts o_td
-            n = w.T @ o  # (S, D)
-            means = (w.T @ (o * y)) / jnp.maximum(n, jnp.finfo(w.dtype).tiny)
-            scatter = jnp.einsum("ns,nd,snd->sd", w, o, (y[None] - means[:, None]) ** 2)
+        o = flat_entries(data, w.dtype)
+        if o is not None and self.covariance == "diagonal":  # per entry: weights w_ts o_td
+            means, n, scatter = _entrywise_moments(y, o, w)
             return GaussianParams(means, (scatter + reg) / (n + dof + 2.0)), state
+        if o is not None:  # full / tied: EM over the missing entries too (their moments given the observed ones)
+            return self._completed_m_step(params, y, o, w), state
         n = w.sum(0)
         nsafe = jnp.maximum(n, jnp.finfo(w.dtype).tiny)
         means = (w.T @ y) / nsafe[:, None]
@@ -348,6 +384,36 @@ class GaussianEmissions(EmissionComponent):
                 scatter, n = scatter.sum(0), n.sum()
             covs = (scatter + reg * jnp.eye(D, dtype=w.dtype)) / (n + dof + D + 1.0)[..., None, None]
         return GaussianParams(means, covs), state
+
+    def _completed_m_step(self, params, y, o, w):
+        """:math:`\\mu_s = \\sum_n w_{ns} \\hat y_{ns} / n_s`, :math:`\\Sigma_s \\propto \\sum_n w_{ns}
+        [(\\hat y_{ns} - \\mu_s)(\\hat y_{ns} - \\mu_s)^\\top + C_{ns}] + \\epsilon I` with the conditional moments
+        under the current params (:func:`completed_moments`); without params (the k-means start) under the
+        per-entry moments, a diagonal start."""
+        S, D, reg, dof = w.shape[1], self.emission_dim, self.covariance_reg, self._dof
+        if params is None:
+            m0, n0, sc0 = _entrywise_moments(y, o, w)
+            var = (sc0 + reg) / jnp.maximum(n0, 1.0)
+            params = GaussianParams(m0, jax.vmap(jnp.diag)(var) if self.covariance == "full" else jnp.diag(var.mean(0)))
+        covs = params.covs if self.covariance == "full" else jnp.broadcast_to(params.covs, (S, D, D))
+        means_n = jnp.broadcast_to(params.means, (y.shape[0], S, D))
+        yhat, csum = completed_moments(y, o > 0, w, means_n, covs)
+        n = w.sum(0)
+        means = jnp.einsum("ns,nsd->sd", w, yhat) / jnp.maximum(n, jnp.finfo(w.dtype).tiny)[:, None]
+        c = yhat - means[None]
+        scatter = jnp.einsum("ns,nsd,nse->sde", w, c, c) + csum
+        if self.covariance == "tied":
+            scatter, n = scatter.sum(0), n.sum()
+        covs = (scatter + reg * jnp.eye(D, dtype=w.dtype)) / (n + dof + D + 1.0)[..., None, None]
+        return GaussianParams(means, covs)
+
+
+def _entrywise_moments(y, o, w):
+    """Per-entry weighted means ``(S, D)``, counts ``n_sd = sum_n w_ns o_nd`` and scatters over the observed entries."""
+    n = w.T @ o  # (S, D)
+    means = (w.T @ (o * y)) / jnp.maximum(n, jnp.finfo(w.dtype).tiny)
+    scatter = jnp.einsum("ns,nd,snd->sd", w, o, (y[None] - means[:, None]) ** 2)
+    return means, n, scatter
 
 
 # --------------------------------------------------------------------------------------------- categorical

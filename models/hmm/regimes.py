@@ -448,4 +448,5 @@ def conditional_sequences(y: Any, order: int) -> Sequences:
         raise ValueError("y must be finite (conditional_sequences keeps every value to feed the lags).")
     T = arr.shape[0]
     mask = np.arange(T) >= order
-    return Sequences(jnp.asarray(arr[None]), jnp.asarray(mask[None]), jnp.asarray([T]), None, "real")
+    known = jnp.ones((1, T), bool)  # every value is known (``observed``), though the first steps are masked
+    return Sequences(jnp.asarray(arr[None]), jnp.asarray(mask[None]), jnp.asarray([T]), None, "real", known)
