@@ -165,9 +165,10 @@ def as_model_data(model: SSM, data: Any, inputs: PyTree = None, *, lengths: Any 
 def with_model_inputs(model: SSM, seqs: Sequences) -> Sequences:
     """``seqs`` with floats cast to JAX's default float and ``inputs`` replaced by the model inputs (traceable)."""
     ftype = jnp.result_type(float)
-    B, T = seqs.mask.shape
-    # values known (NaN-free) feed the lags; a value masked out of the likelihood but stored is known too
-    known = seqs.mask if seqs.observed is None else seqs.observed.reshape(B, T, -1).all(-1)
+    known = None
+    if model.emission_lags:  # known (NaN-free) values feed the lags, also those masked out of the likelihood
+        B, T = seqs.mask.shape
+        known = seqs.mask if seqs.observed is None else seqs.observed.reshape(B, T, -1).all(-1)
     if not model.missing_entries:
         seqs = seqs.whole_steps()
     y = seqs.emissions.astype(ftype) if jnp.issubdtype(seqs.emissions.dtype, jnp.floating) else seqs.emissions

@@ -11,7 +11,7 @@ from numpyro.infer.util import log_density
 from pssm import log_joint, simulate
 from pssm.inference.mcmc.csmc import conditional_smc
 from pssm.inference.smc import paris, particle_filter
-from pssm.inference.variational import evaluate_bound, fit_vae, path_log_weight
+from pssm.inference.variational import encoder_feynman_kac, evaluate_bound, fit_vae, path_log_weight
 from pssm.inference.variational.numpyro_vae import GUIDE_SITE, MODEL_SITE, FlatModule, make_vae_guide, make_vae_model
 from pssm.models.deep import DeepMarkovModel, Encoder
 
@@ -248,7 +248,7 @@ def test_smc_engine_runs_on_a_fivo_trained_model(setup):
     y = jnp.asarray(seqs[2], jnp.float32)
     n = y.shape[0]
     h = E.features(res.guide_params, y, jnp.ones(n, bool))
-    fk = E.feynman_kac(M, res.guide_params)
+    fk = encoder_feynman_kac(M, E, res.guide_params)
     guided = particle_filter(jax.random.key(9), fk, res.params, y, 64, inputs=h)
     boot = particle_filter(jax.random.key(9), M, res.params, y, 64)
     assert np.isfinite(guided.log_likelihood) and np.isfinite(boot.log_likelihood)

@@ -20,6 +20,7 @@ from pssm.data import Sequences
 from pssm.inference.exact.forward_backward import HMMPosterior, hmm_filter, hmm_smoother, hmm_viterbi
 from pssm.jit import runtime_checks
 from pssm.protocol import DiscreteSSM, PyTree
+from pssm.state_decoders import register_state_decoders
 
 __all__ = [
     "log_potentials_batch",
@@ -134,3 +135,6 @@ def bits_per_spike(model: DiscreteSSM, params: PyTree, data: Any, baseline_rates
     if n <= 0:
         raise ValueError("data contains no spikes; bits per spike is undefined.")
     return (ll - ll0) / (n * np.log(2.0))
+
+
+register_state_decoders(smoother=smoother, most_likely_states=most_likely_states)  # for pssm.reporting (the core)

@@ -27,10 +27,16 @@ import numpyro.distributions as dist
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
 from pssm.distributions import observed_log_prob
-from pssm.inference.smc.filter import filter_init, filter_step
+from pssm.inference.smc.filter import FeynmanKac, filter_init, filter_step
 from pssm.protocol import PyTree
 
 __all__ = ["path_log_weight", "sample_log_weights", "fivo_log_likelihood", "sequence_bound"]
+
+
+def encoder_feynman_kac(model, encoder, encoder_params: PyTree) -> FeynmanKac:
+    """A guided particle filter on ``model`` proposing from the encoder :math:`q_\\phi(z_t \\mid z_{t-1}, h_t)`
+    (pass ``encoder.features(encoder_params, y, valid)`` as the filter's ``inputs``)."""
+    return FeynmanKac.guided(model, *encoder.proposals(encoder_params))
 
 
 def path_log_weight(
@@ -116,7 +122,7 @@ def fivo_log_likelihood(
     """:math:`\\log \\hat p_K(y)` of the guided particle filter (``filter_init`` / ``filter_step``); padded steps
     leave the filter state unchanged."""
     h = encoder.features(encoder_params, emissions, valid, observed)
-    fk = encoder.feynman_kac(model, encoder_params)
+    fk = encoder_feynman_kac(model, encoder, encoder_params)
     y = jnp.asarray(emissions)  # NaN at the missing entries of a partly observed step
     obs = observed & valid
     k0, key = jax.random.split(key)

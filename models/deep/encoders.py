@@ -18,7 +18,7 @@ observation (``observed[t] == False``) enters the network as zeros.
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import equinox as eqx
 import jax
@@ -134,11 +134,11 @@ class Encoder(eqx.Module):
     def initial_distribution(self, params: EncoderParams, h0: Array) -> dist.Distribution:
         return self.step_distribution(params, params.initial_latent, h0)
 
-    def feynman_kac(self, model, params: EncoderParams):
-        """A guided particle filter on ``model`` proposing from this guide (pass :meth:`features` as ``inputs``)."""
-        from pssm.inference.smc.filter import FeynmanKac
-
-        return FeynmanKac.guided(model, _StepProposal(self, params), _InitialProposal(self, params))
+    def proposals(self, params: EncoderParams) -> tuple[Any, Any]:
+        """``(proposal, initial_proposal)`` for a guided particle filter proposing from this guide (the encoder's
+        :meth:`features` go in as the filter's ``inputs``); the filter is
+        :func:`pssm.inference.variational.encoder_feynman_kac`."""
+        return _StepProposal(self, params), _InitialProposal(self, params)
 
 
 def flow_distribution(base: dist.Distribution, flows: tuple) -> dist.Distribution:

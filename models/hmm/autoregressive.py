@@ -42,10 +42,10 @@ from numpyro.distributions import constraints
 from pssm.display import short_repr
 from pssm.models.hmm.emissions import (
     EmissionComponent,
-    _entrywise_moments,
     _iw_log_prior,
     _kmeans_start,
     completed_moments,
+    entrywise_start,
     flat_entries,
 )
 from pssm.params import ParamSpec
@@ -229,8 +229,7 @@ class AutoregressiveEmissions(EmissionComponent):
         under a start with zero coefficients and the per-entry moments."""
         S, D = w.shape[1], self.emission_dim
         if params is None:
-            m0, n0, sc0 = _entrywise_moments(y, o, w)
-            var = (sc0 + self.covariance_reg) / jnp.maximum(n0, 1.0)
+            m0, var = entrywise_start(y, o, w, self.covariance_reg)
             var = var if self.switching_covariance else var.mean(0)
             shape = (S, D, self.num_features) if self.switching_coefficients else (D, self.num_features)
             covs = (jax.vmap(jnp.diag)(var) if var.ndim == 2 else jnp.diag(var)) if self._full else var

@@ -392,8 +392,7 @@ class GaussianEmissions(EmissionComponent):
         per-entry moments, a diagonal start."""
         S, D, reg, dof = w.shape[1], self.emission_dim, self.covariance_reg, self._dof
         if params is None:
-            m0, n0, sc0 = _entrywise_moments(y, o, w)
-            var = (sc0 + reg) / jnp.maximum(n0, 1.0)
+            m0, var = entrywise_start(y, o, w, reg)
             params = GaussianParams(m0, jax.vmap(jnp.diag)(var) if self.covariance == "full" else jnp.diag(var.mean(0)))
         covs = params.covs if self.covariance == "full" else jnp.broadcast_to(params.covs, (S, D, D))
         means_n = jnp.broadcast_to(params.means, (y.shape[0], S, D))
@@ -406,6 +405,13 @@ class GaussianEmissions(EmissionComponent):
             scatter, n = scatter.sum(0), n.sum()
         covs = (scatter + reg * jnp.eye(D, dtype=w.dtype)) / (n + dof + D + 1.0)[..., None, None]
         return GaussianParams(means, covs)
+
+
+def entrywise_start(y, o, w, reg):
+    """Per-state means and variances ``(S, D)`` over the observed entries (variance ``reg`` where none is seen): the
+    diagonal start of EM over missing entries when no params exist yet (the k-means initialisation)."""
+    m0, n0, sc0 = _entrywise_moments(y, o, w)
+    return m0, (sc0 + reg) / jnp.maximum(n0, 1.0)
 
 
 def _entrywise_moments(y, o, w):

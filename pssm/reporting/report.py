@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pssm.reporting.page import Page
+from pssm.state_decoders import state_decoder
 
 if TYPE_CHECKING:
     import arviz as az
@@ -652,17 +653,17 @@ def _section_hmm(page: Page, ctx: _Context) -> None:
     if probs_name is not None:
         probs = _single(post[probs_name].transpose("chain", "draw", ..., "time", "state")).astype(float)
     elif _has_model_params_data(ctx) and hasattr(ctx.model, "num_states"):  # e.g. SVI: smooth at the point params
-        from pssm.inference.exact.discrete import smoother
-
-        smoothed = _try(lambda: np.asarray(smoother(ctx.model, ctx.params, ctx.data).smoothed_probs, float))
+        smoother = state_decoder("smoother")
+        smoothed = None
+        if smoother is not None:
+            smoothed = _try(lambda: np.asarray(smoother(ctx.model, ctx.params, ctx.data).smoothed_probs, float))
         probs, probs_name = (smoothed, "smoothed_probs") if smoothed is not None else (None, None)
     if probs is not None:
         nseq = int(np.prod(probs.shape[:-2], dtype=int))
         probs = probs.reshape(-1, *probs.shape[-2:])[0]
         viterbi = None
-        if _has_model_params_data(ctx):
-            from pssm.inference.exact.discrete import most_likely_states
-
+        most_likely_states = state_decoder("most_likely_states")
+        if _has_model_params_data(ctx) and most_likely_states is not None:
             vit = _try(lambda: np.asarray(most_likely_states(ctx.model, ctx.params, ctx.data)))
             if vit is not None:
                 viterbi = vit.reshape(-1, vit.shape[-1])[0][: probs.shape[0]]
