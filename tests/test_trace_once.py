@@ -10,6 +10,7 @@ import pytest
 
 from pssm import discrete_log_potentials, log_joint, simulate
 from pssm.inference import (
+    fit_svi,
     hmm_smoother,
     hmm_viterbi,
     kalman_log_likelihood,
@@ -102,6 +103,10 @@ CALLS = {
             num_iters=3,
             num_particles=8,
         ).theta
+    ),
+    # SVI through the discrete bridge: a fresh model, guide and SVI object per call, one compiled update
+    "fit_svi": lambda lg, p, hmm, hp, y, h: (
+        fit_svi(jax.random.PRNGKey(11), HMM(3, PoissonEmissions(2)), hp, np.ones((40, 2)), num_iters=3).losses
     ),
     "markov_score_climbing": lambda lg, p, hmm, hp, y, h: (
         markov_score_climbing(

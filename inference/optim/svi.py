@@ -10,6 +10,7 @@ objective :math:`\\log p(y \\mid \\theta) + \\log p(\\theta)`.  ``guide='delta'`
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any, Literal, NamedTuple
 
@@ -24,7 +25,7 @@ from numpyro.infer.autoguide import AutoDelta, AutoNormal
 from pssm.arviz import summary_group, to_arviz
 from pssm.boundary import as_sequences
 from pssm.display import short_repr
-from pssm.inference.chunked import run_chunked
+from pssm.inference.chunked import run_chunked, run_fingerprint
 from pssm.inference.numpyro_model import make_numpyro_model
 from pssm.inference.smc.filter import validate_sequence
 from pssm.params import freeze, is_spec, leaf_names, path_name
@@ -103,6 +104,14 @@ def fit_svi(
     g = AutoDelta(fn, init_loc_fn=loc) if guide == "delta" else AutoNormal(fn, init_loc_fn=loc, init_scale=init_scale)
     svi = SVI(fn, g, optax.adam(learning_rate), Trace_ELBO())
     state = svi.init(key, *args, **kwargs)
+    # The update is compiled with the SVI object as a static argument: a fresh one per call would compile again.
+    # The update depends on the model, the guide's kind, the optimiser and the held leaves' values (the start
+    # only enters ``state``), so one SVI object serves every call that agrees on those.
+    frozen_values = [v for (_, s), v in zip(flat, given, strict=True) if not s.trainable]
+    held = run_fingerprint(frozen_values, [(np.shape(v), str(jnp.result_type(v))) for v in given])
+    svi = _same_update(
+        (model, treedef, guide, float(learning_rate), float(init_scale), frozen, held, inputs is None), svi
+    )
     state, losses = run_chunked(
         _svi_step,
         state,
@@ -119,6 +128,21 @@ def fit_svi(
     med = g.median(fitted)
     leaves = [med[path_name(p)] if s.trainable else v for (p, s), v in zip(flat, given, strict=True)]
     return SVIResult(jax.tree_util.tree_unflatten(treedef, leaves), jnp.asarray(losses), g, fitted)
+
+
+_UPDATES: OrderedDict = OrderedDict()  # settings (models compare by their settings) -> SVI
+
+
+def _same_update(settings: tuple, svi: SVI) -> SVI:
+    """The SVI object first built for ``settings`` (its compiled update is reused), else ``svi``; the 32 most
+    recent settings are kept."""
+    if settings in _UPDATES:
+        _UPDATES.move_to_end(settings)
+        return _UPDATES[settings]
+    _UPDATES[settings] = svi
+    if len(_UPDATES) > 32:
+        _UPDATES.popitem(last=False)
+    return svi
 
 
 def _svi_step(key, state, svi, args, kwargs):
