@@ -6,9 +6,11 @@ shapes: ``kalman_smoother``, ``hmm_smoother``, ``hmm_viterbi``, ``simulate``, ``
 each in a fresh process: import excluded, compile included; alternating, median of 3), ``parallel_kalman_max_abs_err``
 / ``parallel_fb_max_abs_err`` (float64, against the sequential versions), ``parallel_over_sequential_seconds_T1e5``
 (CPU, Kalman and forward-backward), ``pf_cost_slope_N`` / ``pf_cost_slope_T`` / ``paris_cost_slope_N`` (log-log
-slopes of the compiled run time), ``multiprocess_equals_single`` (2 CPU processes with jax.distributed).  The
-one-hot HMM-GLM fit and the speed-ups against ``particles`` are measured by ``hmmglm_table1.py`` and
-``smc_vs_particles.py``.  ``--quick``: T=1e4 for the parallel timing, fewer sizes, one first-fit pair.
+slopes of the compiled run time), ``multiprocess_equals_single`` (2 CPU processes with jax.distributed),
+``ohg_fit_seconds`` / ``ohg_state_acc`` / ``ohg_adj_bal_acc`` (the one-hot HMM-GLM fit at the Table-1 size by
+``hmmglm_table1.py --models ohg`` in a fresh process; 3 seeds, 1 with ``--quick``).  The speed-ups against
+``particles`` are measured by ``smc_vs_particles.py``.  ``--quick``: T=1e4 for the parallel timing, fewer sizes, one
+first-fit pair, one OHG seed.
 """
 
 from __future__ import annotations
@@ -179,6 +181,24 @@ def slopes(quick: bool) -> dict:
     }
 
 
+def ohg(seeds: int) -> dict:
+    """The one-hot HMM-GLM fit at the Table-1 size (S=5, N=20, 10 x 5000 bins) in a fresh process, compile included:
+    ``hmmglm_table1.py --models ohg`` (Gumbel-sampled M-steps for 5 iterations, then the deterministic finisher,
+    tol 1e-4, at most 40 iterations)."""
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "hmmglm_table1.py"), "--models", "ohg", "--seeds", str(seeds)]
+    proc = subprocess.run([*cmd, "--tol", "1e-4"], capture_output=True, text=True, check=True, cwd=ROOT)
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {
+        "ohg_fit_seconds": r["ohg_fit_seconds"],
+        "ohg_state_acc": r["ohg_state_acc"],
+        "ohg_adj_bal_acc": r["ohg_adj_bal_acc"],
+        "ohg_em_iterations": r["ohg_em_iterations"],
+        "ohg_em_converged": r["ohg_em_converged"],
+        "ohg_fit_seconds_per_seed": [p["ohg"]["fit_seconds"] for p in r["per_seed"]],
+        "ohg_seeds": seeds,
+    }
+
+
 def multiprocess() -> bool:
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(ROOT / "tests" / "test_multiprocess.py")],
@@ -196,6 +216,7 @@ def main(argv: list[str] | None = None) -> dict:
     t0 = time.perf_counter()
     out: dict = {"second_call_seconds": second_calls()}
     out["first_fit_seconds"], out["dynamax_first_fit_seconds"] = first_fits(1 if args.quick else 3)
+    out.update(ohg(1 if args.quick else 3))
     out.update(parallel(10_000 if args.quick else 100_000))
     out.update(slopes(args.quick))
     out["multiprocess_equals_single"] = multiprocess()

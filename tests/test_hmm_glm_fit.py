@@ -57,7 +57,15 @@ def test_em_ohg_gumbel_recovers_adjacency_and_deterministic_is_monotone(problem)
     data = as_model_data(HMMGLM(2, 6, coupling_prior="onehot"), y)
     p0 = None
     for sampling in ("gumbel", "deterministic"):
-        model = HMMGLM(2, 6, link="sigmoid", coupling_prior="onehot", self_coupling=False, adjacency_sampling=sampling)
+        model = HMMGLM(
+            2,
+            6,
+            link="sigmoid",
+            coupling_prior="onehot",
+            self_coupling=False,
+            adjacency_sampling=sampling,
+            sampled_iters=None,  # the paper's scheme: sampled in every iteration
+        )
         # one start for both (the initialisation itself never samples the adjacency)
         p0 = model.initialize(jax.random.PRNGKey(1), data) if p0 is None else p0
         fit = fit_em(jax.random.PRNGKey(2), model, p0, data, num_iters=20, tol=0.0)
@@ -72,6 +80,33 @@ def test_em_ohg_gumbel_recovers_adjacency_and_deterministic_is_monotone(problem)
     assert np.all(np.diff(obj) > -1e-5 * np.abs(obj[1:]))
     A0 = np.asarray(model.emission_component.adjacency_prior_probs(fit.params.emissions))
     np.testing.assert_allclose(A0.sum(-1), 1.0, atol=1e-5)
+
+
+def test_em_ohg_sampled_then_deterministic_converges_and_ascends_after_the_sampled_iterations(problem):
+    """``sampled_iters=k``: Gumbel-sampled M-steps in the first k iterations, then the soft adjacency: the objective
+    never decreases from there on (a generalised EM) and the tolerance stops the run; sampling throughout never
+    stops on the tolerance (its objective is noisy) and runs to the cap."""
+    truth, z, y = problem
+    kw = dict(link="sigmoid", coupling_prior="onehot", self_coupling=False)
+    finisher, paper = HMMGLM(2, 6, sampled_iters=3, **kw), HMMGLM(2, 6, sampled_iters=None, **kw)
+    assert finisher.emission_component.stochastic_m_steps == 3
+    assert HMMGLM(2, 6, adjacency_sampling="deterministic", **kw).emission_component.stochastic_m_steps == 0
+    data = as_model_data(finisher, y)
+    p0 = finisher.initialize(jax.random.PRNGKey(1), data)
+    fit = fit_em(jax.random.PRNGKey(2), finisher, p0, data, num_iters=60, tol=1e-4)
+    assert fit.converged and fit.num_iters < 60
+    obj = np.asarray(fit.log_objective)
+    assert np.all(np.diff(obj[3:]) > -1e-5 * np.abs(obj[4:]))  # obj[3] is the first one past a sampled step
+    assert int(fit.m_step_state[1]) == fit.num_iters - 1  # the M-steps done (the last iteration's is not kept)
+    # the same key and start: the sampled iterations are identical, the finisher departs after them
+    same = fit_em(jax.random.PRNGKey(2), paper, p0, data, num_iters=fit.num_iters, tol=1e-4)
+    assert not same.converged
+    np.testing.assert_allclose(np.asarray(same.log_objective)[:4], obj[:4], rtol=1e-6)
+    assert np.abs(np.asarray(same.log_objective)[5:] - obj[5:]).max() > 1e-5 * np.abs(obj).max()  # beyond round-off
+    zhat = np.asarray(fit.posterior.smoothed_probs.argmax(-1))
+    assert state_accuracy(z, zhat, 2) > 0.8  # as the sampled fits above (chance 0.5)
+    with pytest.raises(ValueError, match="sampled_iters"):
+        HMMGLM(2, 6, sampled_iters=-1, **kw)
 
 
 def test_em_ghg_lbfgs_w0_is_state_average(problem):

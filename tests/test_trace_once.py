@@ -1,5 +1,6 @@
 """Top-level functions trace once: a second call with the same shapes compiles nothing."""
 
+import functools
 import logging
 
 import jax
@@ -23,6 +24,17 @@ from pssm.inference import (
 )
 from pssm.inference.smc import paris
 from pssm.models import HMM, LinearGaussianSSM, PoissonEmissions, StochasticVolatility
+from pssm.models.glm.hmm_glm import HMMGLM
+
+
+def GLM2():  # noqa: N802 (a fresh model per call)
+    return HMMGLM(2, 2, inner_steps=1, init_steps=1, init_kmeans=1)
+
+
+@functools.cache
+def glm2_params():
+    return GLM2().initialize(jax.random.PRNGKey(13), np.ones((30, 2)))
+
 
 # an optimiser is a pair of functions: reuse the object across calls (a new optax.adam(...) is a new program)
 OPT = optax.adam(1e-2)
@@ -107,6 +119,10 @@ CALLS = {
     # SVI through the discrete bridge: a fresh model, guide and SVI object per call, one compiled update
     "fit_svi": lambda lg, p, hmm, hp, y, h: (
         fit_svi(jax.random.PRNGKey(11), HMM(3, PoissonEmissions(2)), hp, np.ones((40, 2)), num_iters=3).losses
+    ),
+    # the same for a model holding a NumPy array (the GLM's history basis): no hash, compared by value
+    "fit_svi_glm": lambda lg, p, hmm, hp, y, h: (
+        fit_svi(jax.random.PRNGKey(12), GLM2(), glm2_params(), np.ones((30, 2)), num_iters=3).losses
     ),
     "markov_score_climbing": lambda lg, p, hmm, hp, y, h: (
         markov_score_climbing(

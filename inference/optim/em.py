@@ -172,7 +172,8 @@ def fit_em(
 
     ``data``: one sequence, a padded batch, a list of ragged sequences or a :class:`~pssm.data.Sequences`
     (checked against ``model.emission_shape``).  ``key`` drives sampled or stochastic M-steps.  Stops after
-    ``num_iters`` iterations or when ``|obj_i - obj_{i-1}| <= tol (|obj_{i-1}| + 1)`` past ``min_iters``.
+    ``num_iters`` iterations or when ``|obj_i - obj_{i-1}| <= tol (|obj_{i-1}| + 1)`` past ``min_iters`` (and past
+    the emission component's ``stochastic_m_steps``, whose sampled objectives are noisy).
     ``lengths`` marks padding of a padded batch.  ``frozen``: dotted params paths held fixed (e.g.
     ``["initial", "emissions.covs"]``).  ``checkpoint``: a file the run is saved to every ``checkpoint_every``
     iterations and at the end, and resumed from when it exists (same key, params, data and settings), ending
@@ -237,6 +238,8 @@ def _fit_prepared(
     from tqdm.auto import tqdm
 
     name = type(model.emission_component).__name__
+    # sampled M-steps make the objective noisy: judge convergence only from the first deterministic one on
+    warmup = model.emission_component.stochastic_m_steps + 1
     it = tqdm(total=num_iters, initial=run.start, desc=f"EM {name}", disable=not progress)
     for i in range(run.start, 0 if converged else num_iters):
         key, sub = jax.random.split(key)
@@ -250,7 +253,7 @@ def _fit_prepared(
         objs.append(obj)
         it.update()
         it.set_postfix(objective=f"{obj:.4g}")
-        if i >= max(min_iters, 1) and abs(objs[-1] - objs[-2]) <= tol * (abs(objs[-2]) + 1.0):
+        if i >= max(min_iters, warmup, 1) and abs(objs[-1] - objs[-2]) <= tol * (abs(objs[-2]) + 1.0):
             converged = True
             break
         state = new_state

@@ -110,7 +110,8 @@ def fit_svi(
     frozen_values = [v for (_, s), v in zip(flat, given, strict=True) if not s.trainable]
     held = run_fingerprint(frozen_values, [(np.shape(v), str(jnp.result_type(v))) for v in given])
     svi = _same_update(
-        (model, treedef, guide, float(learning_rate), float(init_scale), frozen, held, inputs is None), svi
+        (_settings_key(model), treedef, guide, float(learning_rate), float(init_scale), frozen, held, inputs is None),
+        svi,
     )
     state, losses = run_chunked(
         _svi_step,
@@ -131,6 +132,21 @@ def fit_svi(
 
 
 _UPDATES: OrderedDict = OrderedDict()  # settings (models compare by their settings) -> SVI
+
+
+def _settings_key(model) -> Any:
+    """``model`` itself when hashable, else its tree structure and leaves in order, arrays by value (a GLM's basis
+    is a NumPy array)."""
+    try:
+        hash(model)
+        return model
+    except TypeError:
+        leaves, treedef = jax.tree.flatten(model)
+        arr = (np.ndarray, np.generic, jax.Array)
+        return treedef, tuple(
+            (np.shape(v), str(np.asarray(v).dtype), np.asarray(v).tobytes()) if isinstance(v, arr) else v
+            for v in leaves
+        )
 
 
 def _same_update(settings: tuple, svi: SVI) -> SVI:

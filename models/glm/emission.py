@@ -22,12 +22,16 @@ prior EM, the NumPyro bridge and every fit use:
 the same ``log_prior``.  M-step: ``inner_steps`` optimiser steps (Adam, state carried across EM iterations, or
 L-BFGS) on :math:`-\\frac1n[\\sum_{b,t,s}\\gamma_{b,t}(s)\\log p(y_{b,t}\\mid z=s) + \\log p(\\phi)]` (``n`` observed
 bins), the likelihood term at a Gumbel-softmax *sample* of the adjacency (``adjacency_sampling='gumbel'``, the
-paper's scheme) or at the soft adjacency (``'deterministic'``), then :math:`W_0` in closed form.
+paper's scheme) or at the soft adjacency (``'deterministic'``), then :math:`W_0` in closed form.  Sampled M-steps
+make EM's objective noisy, so it cannot settle below a tolerance: ``sampled_iters=k`` samples in the first ``k`` EM
+iterations only and then finishes deterministically (a generalised EM from there on, whose objective converges;
+EM's convergence test starts after the sampled iterations).
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any, Literal, NamedTuple
 
 import equinox as eqx
@@ -105,7 +109,9 @@ class GLMEmissions(EmissionComponent):
     ``self_coupling`` (``False`` fixes the diagonal couplings at 0), ``coupling_prior`` and its hyper-parameters
     (``l1_penalty``, ``prior_scale`` σ, ``temperature`` τ, ``log_floor``), ``param_scale``.  M-step: ``optimizer``
     ``'adam'``/``'lbfgs'``, ``inner_steps``, ``learning_rate``, ``adjacency_sampling``, ``sample_temperature``
-    (default τ).  Initialisation: ``init_method`` ``'kmeans'`` (k-means on standardised square-root firing rates of
+    (default τ), ``sampled_iters`` (sampled M-steps before the deterministic finisher, default 5; ``None``: sample
+    throughout, the paper's scheme, which never meets a tolerance and runs to ``num_iters``).
+    Initialisation: ``init_method`` ``'kmeans'`` (k-means on standardised square-root firing rates of
     ``init_window``-bin windows, best of ``init_kmeans`` runs) or ``'random'`` (random labels per window), soft
     labels (``init_smoothing``), then ``init_steps`` Adam steps of the weighted M-step.
     """
@@ -129,6 +135,7 @@ class GLMEmissions(EmissionComponent):
     learning_rate: float = 0.05
     adjacency_sampling: Literal["gumbel", "deterministic"] = "gumbel"
     sample_temperature: float | None = None
+    sampled_iters: int | None = 5
     init_method: Literal["kmeans", "random"] = "kmeans"
     init_window: int = 25
     init_kmeans: int = 10
@@ -163,6 +170,8 @@ class GLMEmissions(EmissionComponent):
             raise ValueError(f"l1_penalty must be >= 0; got {self.l1_penalty}.")
         if min(int(self.inner_steps), int(self.init_steps), int(self.init_window), int(self.init_kmeans)) < 1:
             raise ValueError("inner_steps, init_steps, init_window and init_kmeans must be >= 1.")
+        if self.sampled_iters is not None and int(self.sampled_iters) < 0:
+            raise ValueError(f"sampled_iters must be >= 0 or None (sample throughout); got {self.sampled_iters}.")
 
     # ---------------------------------------------------------------- sizes and declared shapes
     @property
@@ -438,8 +447,19 @@ class GLMEmissions(EmissionComponent):
     def _optax(self, optimizer: str):
         return optax.lbfgs() if optimizer == "lbfgs" else optax.adam(self.learning_rate)
 
+    @property
+    def _samples(self) -> bool:
+        return self.coupling_prior == "onehot" and self.adjacency_sampling == "gumbel"
+
+    @property
+    def stochastic_m_steps(self) -> int:
+        if not self._samples:
+            return 0
+        return sys.maxsize if self.sampled_iters is None else int(self.sampled_iters)
+
     def m_step_init(self, params: GLMParams):
-        return self._optax(self.optimizer).init(params)
+        """Optimiser state and the number of M-steps done (which selects sampled or deterministic steps)."""
+        return self._optax(self.optimizer).init(params), jnp.zeros((), jnp.int32)
 
     def expected_log_likelihood(
         self, params: GLMParams, data: Sequences, weights: Float[Array, "B T S"], coupling: Array | None = None
@@ -451,24 +471,28 @@ class GLMEmissions(EmissionComponent):
             lp = jnp.where(data.entries[..., None, :], lp, 0.0)
         return jnp.sum(weights * lp.sum(-1))
 
-    def m_step_loss(self, params: GLMParams, data: Sequences, weights: Array, key: PRNGKeyArray, sampling: str):
-        """:math:`-[Q(\\phi) + \\log p(\\phi)] / n` (the adjacency in ``Q`` Gumbel-sampled for ``'gumbel'``)."""
+    def m_step_loss(
+        self, params: GLMParams, data: Sequences, weights: Array, key: PRNGKeyArray, sampling: str, sampled=True
+    ):
+        """:math:`-[Q(\\phi) + \\log p(\\phi)] / n`: for ``'gumbel'`` the adjacency in ``Q`` is a Gumbel-softmax
+        sample where ``sampled`` (a bool, traced or not) holds and the soft adjacency elsewhere."""
         coupling = None
         if self.coupling_prior == "onehot" and sampling == "gumbel":
             logits = params.adjacency_logits
             tau = self.temperature if self.sample_temperature is None else self.sample_temperature
-            a = jax.nn.softmax((logits + jax.random.gumbel(key, logits.shape, logits.dtype)) / tau, axis=-1)
+            noise = jnp.where(sampled, jax.random.gumbel(key, logits.shape, logits.dtype), 0.0)
+            a = jax.nn.softmax((logits + noise) / jnp.where(sampled, tau, 1.0).astype(logits.dtype), axis=-1)
             coupling = self.coupling_weights(params, a)
         n_bins = jnp.maximum(data.mask.sum(), 1).astype(weights.dtype)
         q = self.expected_log_likelihood(params, data, weights, coupling)
         return -(q + self.log_prior(params, self.num_states_of(params))) / n_bins
 
-    def _fit(self, params, opt_state, key, data, weights, optimizer, num_steps, sampling):
+    def _fit(self, params, opt_state, key, data, weights, optimizer, num_steps, sampling, sampled=True):
         opt = self._optax(optimizer)
         if optimizer == "lbfgs":
 
             def loss(p):
-                return self.m_step_loss(p, data, weights, key, sampling)
+                return self.m_step_loss(p, data, weights, key, sampling, sampled)
 
             value_and_grad = optax.value_and_grad_from_state(loss)
 
@@ -483,7 +507,7 @@ class GLMEmissions(EmissionComponent):
 
             def step(carry, k):
                 p, s = carry
-                g = jax.grad(self.m_step_loss)(p, data, weights, k, sampling)
+                g = jax.grad(self.m_step_loss)(p, data, weights, k, sampling, sampled)
                 u, s = opt.update(g, s, p)
                 return (optax.apply_updates(p, u), s), None
 
@@ -495,9 +519,20 @@ class GLMEmissions(EmissionComponent):
         return params, opt_state
 
     def m_step(self, params, data, weights, state, key):
-        return self._fit(
-            params, state, key, data, weights, self.optimizer, int(self.inner_steps), self.adjacency_sampling
+        opt_state, done = state
+        sampled = True if self.sampled_iters is None else done < int(self.sampled_iters)
+        params, opt_state = self._fit(
+            params,
+            opt_state,
+            key,
+            data,
+            weights,
+            self.optimizer,
+            int(self.inner_steps),
+            self.adjacency_sampling,
+            sampled,
         )
+        return params, (opt_state, done + 1)
 
 
 @eqx.filter_jit

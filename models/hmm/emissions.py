@@ -177,6 +177,12 @@ class EmissionComponent(Component):
         """State carried across M-steps (optimiser state); ``None`` for closed-form components."""
         return None
 
+    @property
+    def stochastic_m_steps(self) -> int:
+        """Number of leading EM iterations whose M-step is stochastic (a sampled objective): EM's convergence test
+        starts after them.  0 for deterministic M-steps."""
+        return 0
+
     @abc.abstractmethod
     def m_step(
         self, params: PyTree, data: Sequences, weights: Float[Array, "B T S"], state: PyTree, key: PRNGKeyArray
