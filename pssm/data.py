@@ -270,7 +270,7 @@ class Sequences(eqx.Module):
 
             padded_inputs = jax.tree.map(pad_leaf, *in_list)
         return cls(
-            jnp.asarray(out, dtype=_target_dtype(kind, dtype)),
+            jnp.asarray(out.astype(np.dtype(_target_dtype(kind, dtype)))),  # converted on the host: no compile
             jnp.asarray(mask),
             jnp.asarray(lens, dtype=jnp.result_type(int)),
             padded_inputs,

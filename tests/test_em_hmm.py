@@ -261,3 +261,21 @@ def test_nan_rows_are_missing_observations_and_length_one_sequences_work(x64):
     assert np.isfinite(r1.log_likelihoods).all() and r1.posterior.smoothed_probs.shape == (1, 1, 2)
     with pytest.raises(ValueError, match="lengths"):
         fit_em(KEY, model, params, y.at[0, 1].set(0.0), lengths=jnp.array([0]), num_iters=1)
+
+
+@pytest.mark.parametrize("tol", [0.0, 1e-2])
+def test_fit_posterior_is_the_forward_backward_at_the_returned_params(tol):
+    """Run to the cap (the final E-step after the last M-step) or stopped by the tolerance (the E-step of the
+    converged iteration): either way the posterior is the smoother at ``fit.params``, and the last objective is
+    taken at them."""
+    from pssm.inference.exact.discrete import smoother
+
+    rng = np.random.default_rng(3)
+    y = np.concatenate([rng.normal(-1.0, 1.0, (60, 1)), rng.normal(2.0, 1.0, (60, 1))])
+    model = HMM(2, GaussianEmissions(1))
+    cap = 3 if tol == 0 else 50
+    fit = fit_em(jax.random.PRNGKey(0), model, model.initialize(jax.random.PRNGKey(1), y), y, num_iters=cap, tol=tol)
+    assert fit.converged == (tol > 0) and (fit.num_iters < cap) == (tol > 0)
+    exact = smoother(model, fit.params, y)
+    np.testing.assert_allclose(fit.posterior.smoothed_probs, exact.smoothed_probs, atol=1e-6)
+    np.testing.assert_allclose(fit.posterior.log_likelihood, exact.log_likelihood, rtol=1e-6)

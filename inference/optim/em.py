@@ -47,6 +47,8 @@ class EMState(NamedTuple):
 class EMInfo(NamedTuple):
     log_likelihood: Float[Array, ""]
     log_objective: Float[Array, ""]
+    posterior: HMMPosterior | None = None
+    """The E-step's batched forward-backward at the params entering the step."""
 
 
 class EMResult(NamedTuple):
@@ -108,14 +110,26 @@ def em_init(model, params: PyTree) -> EMState:
     return EMState(params, model.emission_component.m_step_init(params.emissions))
 
 
-def em_step(key: PRNGKeyArray, state: EMState, model, data: Sequences, trainable: PyTree) -> tuple[EMState, EMInfo]:
+def em_step(
+    key: PRNGKeyArray, state: EMState, model, data: Sequences, trainable: PyTree, update: Any = True
+) -> tuple[EMState, EMInfo]:
     """One EM iteration on prepared ``data`` (see :func:`pssm.boundary.as_model_data`); ``trainable`` is the
     pytree of Python bools from :func:`pssm.params.trainable_mask` (static: hashed by value, so the step is traced
-    once per model, data shape and frozen set)."""
+    once per model, data shape and frozen set).  ``update``: a bool (traced or not); where false only the E-step
+    runs and ``state`` comes back unchanged (the fit's final posterior, from the same compiled program)."""
     params = state.params
     post = posterior_batch(model, params, data)
     ll = post.log_likelihood.sum()
     obj = ll + model.log_prior(params)
+    info = EMInfo(ll, obj, post)
+    if update is True:
+        return _m_update(key, state, model, data, trainable, post), info
+    return jax.lax.cond(update, lambda: _m_update(key, state, model, data, trainable, post), lambda: state), info
+
+
+def _m_update(key, state: EMState, model, data: Sequences, trainable: PyTree, post) -> EMState:
+    """The M-step of :func:`em_step` from the E-step's posterior ``post``."""
+    params = state.params
     gamma0 = post.smoothed_probs[:, 0].sum(0)
     xi = post.expected_transitions.sum(0)
     init_c, trans_c, emit_c = model.initial_component, model.transition_component, model.emission_component
@@ -138,18 +152,17 @@ def em_step(key: PRNGKeyArray, state: EMState, model, data: Sequences, trainable
         new = new._replace(
             emissions=jax.tree.map(lambda a, b: jnp.where(better, a, b), new.emissions, params.emissions)
         )
-    return EMState(new, m_state), EMInfo(ll, obj)
+    return EMState(new, m_state)
 
 
 @eqx.filter_jit
-def _em_step_jit(key, state, model, data, trainable):
-    return em_step(key, state, model, data, trainable)
+def _em_step_jit(key, state, model, data, trainable, update):
+    return em_step(key, state, model, data, trainable, update)
 
 
 @eqx.filter_jit
-def _final(model, params, data):
-    post = posterior_batch(model, params, data)
-    return post, post.log_likelihood.sum() + model.log_prior(params)
+def _posterior_jit(model, params, data):
+    return posterior_batch(model, params, data)
 
 
 def fit_em(
@@ -241,10 +254,11 @@ def _fit_prepared(
     # sampled M-steps make the objective noisy: judge convergence only from the first deterministic one on
     warmup = model.emission_component.stochastic_m_steps + 1
     it = tqdm(total=num_iters, initial=run.start, desc=f"EM {name}", disable=not progress)
+    post = None  # the posterior at state.params, when an iteration has computed it
     for i in range(run.start, 0 if converged else num_iters):
         key, sub = jax.random.split(key)
         t0 = time.perf_counter()
-        new_state, info = _em_step_jit(sub, state, model, data, trainable)
+        new_state, info = _em_step_jit(sub, state, model, data, trainable, jnp.asarray(True))
         ll, obj = float(info.log_likelihood), float(info.log_objective)
         times.append(time.perf_counter() - t0)
         if not np.isfinite(obj):
@@ -255,6 +269,7 @@ def _fit_prepared(
         it.set_postfix(objective=f"{obj:.4g}")
         if i >= max(min_iters, warmup, 1) and abs(objs[-1] - objs[-2]) <= tol * (abs(objs[-2]) + 1.0):
             converged = True
+            post = info.posterior  # this iteration's E-step ran at state.params
             break
         state = new_state
         if checkpoint is not None and (i + 1) % checkpoint_every == 0 and i + 1 < num_iters:
@@ -262,7 +277,10 @@ def _fit_prepared(
     it.close()
     if checkpoint is not None:
         _save_em(checkpoint, config, _Run(key, state, lls, objs, times, len(lls), converged))
-    post, _ = _final(model, state.params, data)
+    if post is None and len(lls) > run.start:  # the E-step at the final params, in the step already compiled
+        post = _em_step_jit(key, state, model, data, trainable, jnp.asarray(False))[1].posterior
+    elif post is None:  # a finished run read back from its checkpoint
+        post = _posterior_jit(model, state.params, data)
     spi = float(np.median(times[1:])) if len(times) > 1 else float(times[0])
     return EMResult(
         state.params,

@@ -19,6 +19,7 @@ from typing import Any, Literal, NamedTuple
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.scipy.special import xlogy
 from jaxtyping import Array, Float, PRNGKeyArray
@@ -71,11 +72,12 @@ def sticky_matrix(num_states: int, self_transition: float = 0.9, dtype: Any = No
         high_inclusive=True,
         fix="It is a probability (the diagonal of the transition matrix), e.g. 0.9.",
     )
-    dtype = dtype or jnp.result_type(float)
+    dtype = np.dtype(dtype or jnp.result_type(float))
     if S == 1:
         return jnp.ones((1, 1), dtype)
     off = (1.0 - self_transition) / (S - 1)
-    return (jnp.full((S, S), off) + (self_transition - off) * jnp.eye(S)).astype(dtype)
+    # built with NumPy (the settings are Python numbers): eager jnp ops would each compile a program
+    return jnp.asarray((np.full((S, S), off) + (self_transition - off) * np.eye(S)).astype(dtype))
 
 
 def stationary_distribution(matrix: Float[Array, "S S"]) -> Float[Array, " S"]:
@@ -119,7 +121,9 @@ class InitialDistribution(Component):
     def initialize(self, key: PRNGKeyArray, num_states: int, dtype: Any = None) -> InitialParams:
         if self.kind == "stationary":
             return InitialParams(None)
-        return InitialParams(jnp.full((num_states,), 1.0 / num_states, dtype or jnp.result_type(float)))
+        return InitialParams(
+            jnp.asarray(np.full(num_states, 1.0 / num_states, np.dtype(dtype or jnp.result_type(float))))
+        )
 
     def log_probs(self, params: InitialParams, transition_matrix: Array) -> Float[Array, " S"]:
         """:math:`\\log \\pi` (the stationary distribution of ``transition_matrix`` for ``kind="stationary"``)."""
@@ -182,7 +186,7 @@ class StickyTransitions(TransitionComponent):
 
     def prior_concentration(self, num_states: int) -> Float[Array, "S S"]:
         S = num_states
-        return self.concentration * jnp.ones((S, S)) + self.stickiness * jnp.eye(S)
+        return jnp.asarray(self.concentration * np.ones((S, S)) + self.stickiness * np.eye(S), jnp.result_type(float))
 
     def param_spec(self, num_states: int) -> TransitionParams:
         prior = Dirichlet(self.prior_concentration(num_states)).to_event(1)
