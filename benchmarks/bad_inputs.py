@@ -307,13 +307,10 @@ def _hmm_params(S, emissions):
 @functools.cache
 def hmm_pois():
     """2-state Poisson HMM on 3 counts, T = 10 (1024 paths: brute-force enumeration is the exact reference)."""
-    m = pm.HMM(2, pm.PoissonEmissions(3))
-    rates = np.array([[1.0, 2.0, 3.0], [5.0, 1.0, 4.0]])
-    p = pm.HMMParams(
-        pm.InitialParams(jnp.array([0.6, 0.4])),
-        pm.TransitionParams(pm.sticky_matrix(2, 0.85)),
-        pm.PoissonParams(jnp.asarray(rates)),
-    )
+    from helpers.problems import POISSON_RATES, poisson_hmm
+
+    m, p = poisson_hmm()
+    rates = np.array(POISSON_RATES)
     rng = np.random.default_rng(4)
     return m, p, rng.poisson(rates[_chain(rng, 10, 2)]).astype(np.float64)
 

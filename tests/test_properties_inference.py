@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from helpers.problems import poisson_hmm
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -236,13 +237,7 @@ def test_pmcmc_and_optimisers_read_nan_rows_as_removed(name, holes):
 
 @functools.cache
 def hmm_pois():
-    m = pm.HMM(2, pm.PoissonEmissions(3))
-    rates = jnp.array([[1.0, 2.0, 3.0], [5.0, 1.0, 4.0]])
-    p = pm.HMMParams(
-        pm.InitialParams(jnp.array([0.6, 0.4])),
-        pm.TransitionParams(pm.sticky_matrix(2, 0.85)),
-        pm.PoissonParams(rates),
-    )
+    m, p = poisson_hmm()
     return m, p, np.asarray(simulate(K(7), m, p, 10)[1], np.float64)
 
 
