@@ -27,13 +27,14 @@ from pssm.models import HMM, LinearGaussianSSM, PoissonEmissions, StochasticVola
 from pssm.models.glm.hmm_glm import HMMGLM
 
 
-def GLM2():  # noqa: N802 (a fresh model per call)
+def glm2():
+    """A fresh two-state HMM-GLM on each call."""
     return HMMGLM(2, 2, inner_steps=1, init_steps=1, init_kmeans=1)
 
 
 @functools.cache
 def glm2_params():
-    return GLM2().initialize(jax.random.PRNGKey(13), np.ones((30, 2)))
+    return glm2().initialize(jax.random.PRNGKey(13), np.ones((30, 2)))
 
 
 # an optimiser is a pair of functions: reuse the object across calls (a new optax.adam(...) is a new program)
@@ -122,7 +123,7 @@ CALLS = {
     ),
     # the same for a model holding a NumPy array (the GLM's history basis): no hash, compared by value
     "fit_svi_glm": lambda lg, p, hmm, hp, y, h: (
-        fit_svi(jax.random.PRNGKey(12), GLM2(), glm2_params(), np.ones((30, 2)), num_iters=3).losses
+        fit_svi(jax.random.PRNGKey(12), glm2(), glm2_params(), np.ones((30, 2)), num_iters=3).losses
     ),
     "markov_score_climbing": lambda lg, p, hmm, hp, y, h: (
         markov_score_climbing(
@@ -155,3 +156,24 @@ def test_functionals_equal_exactly_when_they_compute_the_same():
     assert scaled(two) == scaled(two) and hash(scaled(two)) == hash(scaled(two))
     assert scaled(two) != scaled(3.0)  # same code, other closure value
     assert AdditiveFunctional.from_fn(lambda xp, x, t: x) != AdditiveFunctional.from_fn(lambda xp, x, t: -x)
+
+
+def test_fit_svi_reuses_a_program_only_for_the_same_held_values():
+    """Held (frozen) leaves enter the compiled update: swapping the values of two held leaves of one shape must
+    build a new update, giving the same result as a run with an empty cache."""
+    from pssm.inference.optim import svi as svi_module
+    from pssm.models import GaussianEmissions
+
+    model = HMM(2, GaussianEmissions(2, covariance="diagonal"))
+    y = np.random.default_rng(0).normal(size=(30, 2))
+    p = model.initialize(jax.random.PRNGKey(0), y)
+    a, b = jnp.array([[0.5, 1.0], [2.0, 3.0]]), jnp.array([[1.5, 0.7], [0.9, 2.5]])
+    first, swapped = (p._replace(emissions=p.emissions._replace(means=m, covs=c)) for m, c in ((a, b), (b, a)))
+
+    def run(q):
+        return np.asarray(fit_svi(jax.random.PRNGKey(1), model, q, y, num_iters=3, frozen=["emissions"]).losses)
+
+    run(first)
+    after = run(swapped)
+    svi_module._UPDATES.clear()
+    np.testing.assert_array_equal(after, run(swapped))

@@ -255,10 +255,11 @@ def _fit_prepared(
     warmup = model.emission_component.stochastic_m_steps + 1
     it = tqdm(total=num_iters, initial=run.start, desc=f"EM {name}", disable=not progress)
     post = None  # the posterior at state.params, when an iteration has computed it
+    update, e_step_only = jnp.asarray(True), jnp.asarray(False)
     for i in range(run.start, 0 if converged else num_iters):
         key, sub = jax.random.split(key)
         t0 = time.perf_counter()
-        new_state, info = _em_step_jit(sub, state, model, data, trainable, jnp.asarray(True))
+        new_state, info = _em_step_jit(sub, state, model, data, trainable, update)
         ll, obj = float(info.log_likelihood), float(info.log_objective)
         times.append(time.perf_counter() - t0)
         if not np.isfinite(obj):
@@ -278,7 +279,7 @@ def _fit_prepared(
     if checkpoint is not None:
         _save_em(checkpoint, config, _Run(key, state, lls, objs, times, len(lls), converged))
     if post is None and len(lls) > run.start:  # the E-step at the final params, in the step already compiled
-        post = _em_step_jit(key, state, model, data, trainable, jnp.asarray(False))[1].posterior
+        post = _em_step_jit(key, state, model, data, trainable, e_step_only)[1].posterior
     elif post is None:  # a finished run read back from its checkpoint
         post = _posterior_jit(model, state.params, data)
     spi = float(np.median(times[1:])) if len(times) > 1 else float(times[0])

@@ -25,7 +25,7 @@ from numpyro.infer.autoguide import AutoDelta, AutoNormal
 from pssm.arviz import summary_group, to_arviz
 from pssm.boundary import as_sequences
 from pssm.display import short_repr
-from pssm.inference.chunked import run_chunked, run_fingerprint
+from pssm.inference.chunked import run_chunked
 from pssm.inference.numpyro_model import make_numpyro_model
 from pssm.inference.smc.filter import validate_sequence
 from pssm.params import freeze, is_spec, leaf_names, path_name
@@ -108,7 +108,7 @@ def fit_svi(
     # The update depends on the model, the guide's kind, the optimiser and the held leaves' values (the start
     # only enters ``state``), so one SVI object serves every call that agrees on those.
     frozen_values = [v for (_, s), v in zip(flat, given, strict=True) if not s.trainable]
-    held = run_fingerprint(frozen_values, [(np.shape(v), str(jnp.result_type(v))) for v in given])
+    held = _by_value(frozen_values), tuple((np.shape(v), str(jnp.result_type(v))) for v in given)
     svi = _same_update(
         (_settings_key(model), treedef, guide, float(learning_rate), float(init_scale), frozen, held, inputs is None),
         svi,
@@ -142,11 +142,15 @@ def _settings_key(model) -> Any:
         return model
     except TypeError:
         leaves, treedef = jax.tree.flatten(model)
-        arr = (np.ndarray, np.generic, jax.Array)
-        return treedef, tuple(
-            (np.shape(v), str(np.asarray(v).dtype), np.asarray(v).tobytes()) if isinstance(v, arr) else v
-            for v in leaves
-        )
+        return treedef, _by_value(leaves)
+
+
+def _by_value(leaves: list) -> tuple:
+    """A hashable key of ``leaves`` in order: arrays by shape, dtype and bytes, other leaves as they are."""
+    arr = (np.ndarray, np.generic, jax.Array)
+    return tuple(
+        (np.shape(v), str(np.asarray(v).dtype), np.asarray(v).tobytes()) if isinstance(v, arr) else v for v in leaves
+    )
 
 
 def _same_update(settings: tuple, svi: SVI) -> SVI:

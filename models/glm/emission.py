@@ -448,12 +448,8 @@ class GLMEmissions(EmissionComponent):
         return optax.lbfgs() if optimizer == "lbfgs" else optax.adam(self.learning_rate)
 
     @property
-    def _samples(self) -> bool:
-        return self.coupling_prior == "onehot" and self.adjacency_sampling == "gumbel"
-
-    @property
     def stochastic_m_steps(self) -> int:
-        if not self._samples:
+        if self.coupling_prior != "onehot" or self.adjacency_sampling != "gumbel":
             return 0
         return sys.maxsize if self.sampled_iters is None else int(self.sampled_iters)
 
