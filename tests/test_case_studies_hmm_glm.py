@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,13 +12,18 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _jax_settings() -> dict:
+    return {k: v for k, v in os.environ.items() if k.startswith(("JAX_", "XLA_"))}
+
+
 def _run(script: str, *args: str, timeout: int = 300) -> dict:
     proc = subprocess.run(
         [sys.executable, str(ROOT / script), *args],
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={"MPLBACKEND": "Agg", "PATH": "/usr/bin:/bin", "HOME": str(ROOT)},
+        # a bare environment, but the suite's compiler settings and its shared compilation cache (conftest.py)
+        env={"MPLBACKEND": "Agg", "PATH": "/usr/bin:/bin", "HOME": str(ROOT), **_jax_settings()},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])

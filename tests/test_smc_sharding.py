@@ -43,7 +43,7 @@ def test_sharded_equals_unsharded():
     # compilation is nearly all of the run: most optimisations off (both sides of every comparison compile alike)
     env = dict(
         os.environ,
-        XLA_FLAGS="--xla_force_host_platform_device_count=4",
+        XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=4".strip(),
         JAX_PLATFORMS="cpu",
         JAX_DISABLE_MOST_OPTIMIZATIONS="1",
     )

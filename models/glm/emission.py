@@ -22,7 +22,9 @@ prior EM, the NumPyro bridge and every fit use:
 the same ``log_prior``.  M-step: ``inner_steps`` optimiser steps (Adam, state carried across EM iterations, or
 L-BFGS) on :math:`-\\frac1n[\\sum_{b,t,s}\\gamma_{b,t}(s)\\log p(y_{b,t}\\mid z=s) + \\log p(\\phi)]` (``n`` observed
 bins), the likelihood term at a Gumbel-softmax *sample* of the adjacency (``adjacency_sampling='gumbel'``, the
-paper's scheme) or at the soft adjacency (``'deterministic'``), then :math:`W_0` in closed form.  Sampled M-steps
+paper's scheme) or at the soft adjacency (``'deterministic'``), then :math:`W_0` in closed form.  Adam steps take
+the gradient from :meth:`GLMEmissions.m_step_grad` (the closed-form score of the link, :meth:`GLMEmissions.score`,
+and two flat matmuls: equal to autodiff of the loss, about 3x faster per step at the Table-1 size).  Sampled M-steps
 make EM's objective noisy, so it cannot settle below a tolerance: ``sampled_iters=k`` samples in the first ``k`` EM
 iterations only and then finishes deterministically (a generalised EM from there on, whose objective converges;
 EM's convergence test starts after the sampled iterations).
@@ -88,10 +90,29 @@ def _check_choice(name, value, options):
         raise ValueError(f"{name} must be one of {options}; got {value!r}.")
 
 
+def _softplus(x: Array) -> Array:
+    """:math:`\\log(1 + e^x) = \\max(x, 0) + \\log(1 + e^{-|x|})` (stable; its gradient is the sigmoid, 1/2 at 0).
+    About twice as fast on XLA:CPU as ``jax.nn.softplus`` (``logaddexp`` with its infinity checks)."""
+    hi, lo = jnp.maximum(x, 0.0), jnp.minimum(x, 0.0)  # lo - hi = -|x|, written so that the gradient at 0 is 1/2
+    return hi + jnp.log1p(jnp.exp(lo - hi))
+
+
 def _log_softplus(x):
     """log(softplus(x)), accurate for very negative x (where softplus(x) ~ exp(x))."""
     small = x < -15.0
     return jnp.where(small, x, jnp.log(jnp.where(small, 1.0, jax.nn.softplus(x))))
+
+
+def _sigmoid(x: Array) -> Array:
+    """:math:`\\sigma(x) = (1 + \\tanh(x/2))/2`: within 1e-7 of ``jax.nn.sigmoid`` in absolute terms, and XLA:CPU
+    vectorises it inside fusions with broadcast operands, where the logistic op runs about 4x slower."""
+    return 0.5 * jnp.tanh(0.5 * x) + 0.5
+
+
+def _flat_matmul(x: Array, w: Array) -> Array:
+    """``einsum('...p,snp->...sn')`` as one 2-D matmul (about twice as fast on a CPU as the batched form)."""
+    S, N, P = w.shape
+    return (x.reshape(-1, P) @ w.reshape(S * N, P).T).reshape(x.shape[:-1] + (S, N))
 
 
 def _glm_inputs(inputs) -> GLMInputs:
@@ -319,9 +340,9 @@ class GLMEmissions(EmissionComponent):
         eta = jnp.broadcast_to(params.bias, (S, N))
         if self.has_coupling:
             W = self.coupling_weights(params) if coupling is None else coupling
-            eta = eta + jnp.einsum("...p,snp->...sn", u.history.astype(W.dtype), W)
+            eta = eta + _flat_matmul(u.history.astype(W.dtype), W)
         if self.num_covariates:
-            eta = eta + jnp.einsum("...d,snd->...sn", u.covariates.astype(eta.dtype), params.input_weights)
+            eta = eta + _flat_matmul(u.covariates.astype(eta.dtype), params.input_weights)
         return eta
 
     def mean(self, eta: Array) -> Array:
@@ -345,16 +366,31 @@ class GLMEmissions(EmissionComponent):
     def log_pmf(self, y: Array, eta: Array, constant: bool = True) -> Array:
         """Elementwise :math:`\\log p(y \\mid \\eta)` (``constant=False`` drops :math:`-\\log y!`)."""
         if self.observation == "bernoulli":
-            return y * eta - jax.nn.softplus(eta)
+            return y * eta - _softplus(eta)
         if self.link == "softplus":
-            log_rate, rate = _log_softplus(eta), jax.nn.softplus(eta)
+            log_rate, rate = _log_softplus(eta), _softplus(eta)
         elif self.link == "exp":
             log_rate, rate = eta, jnp.exp(eta)
         else:
-            log_rate = math.log(self.rate_scale) + jax.nn.log_sigmoid(eta)
-            rate = self.rate_scale * jax.nn.sigmoid(eta)
+            log_rate = math.log(self.rate_scale) - _softplus(-eta)
+            rate = self.rate_scale * _sigmoid(eta)
         lp = y * log_rate - rate
         return lp - gammaln(y + 1.0) if constant else lp
+
+    def score(self, y: Array, eta: Array) -> Array:
+        """:math:`\\partial \\log p(y \\mid \\eta) / \\partial \\eta` elementwise, in closed form: ``y - sigmoid``
+        (Bernoulli), ``y - exp`` (exp), ``sigmoid (y / softplus - 1)`` (softplus), ``(1 - s)(y - c s)`` with ``s =
+        sigmoid`` (``rate_scale`` c ``* sigmoid``)."""
+        if self.link == "exp":
+            return y - jnp.exp(eta)
+        sig = _sigmoid(eta)
+        if self.observation == "bernoulli":
+            return y - sig
+        if self.link == "softplus":
+            small = eta < -15.0  # softplus(eta) ~ sigmoid(eta) ~ exp(eta) there
+            ratio = jnp.where(small, 1.0, sig / jnp.where(small, 1.0, jax.nn.softplus(eta)))
+            return y * ratio - sig
+        return (1.0 - sig) * (y - self.rate_scale * sig)
 
     def distribution(self, params: GLMParams, state: Array, inputs: Any = None) -> dist.Distribution:
         eta = self.predictor(params, inputs)[..., state, :]
@@ -363,8 +399,7 @@ class GLMEmissions(EmissionComponent):
         return dist.Poisson(self.mean(eta)).to_event(1)
 
     def log_likelihoods(self, params: GLMParams, emissions: Array, inputs: Any = None) -> Float[Array, "T S"]:
-        eta = self.predictor(params, inputs)
-        return self.log_pmf(emissions[..., None, :].astype(eta.dtype), eta).sum(-1)
+        return self.observed_log_likelihoods(params, emissions, None, inputs)
 
     @property
     def missing_entries(self) -> bool:
@@ -372,10 +407,18 @@ class GLMEmissions(EmissionComponent):
         as 0, as for a missing step)."""
         return True
 
-    def observed_log_likelihoods(self, params: GLMParams, emissions: Array, observed: Array, inputs: Any = None):
+    def observed_log_likelihoods(self, params: GLMParams, emissions: Array, observed: Array | None, inputs: Any = None):
+        """Per-state log-likelihoods ``(..., S)`` over the observed entries (all when ``observed`` is ``None``); the
+        state-free :math:`-\\log y!` is summed once per step, not once per state."""
         eta = self.predictor(params, inputs)
-        lp = self.log_pmf(emissions[..., None, :].astype(eta.dtype), eta)
-        return jnp.where(observed[..., None, :], lp, 0.0).sum(-1)
+        y = emissions.astype(eta.dtype)
+        lp = self.log_pmf(y[..., None, :], eta, constant=False)
+        if observed is not None:
+            lp = jnp.where(observed[..., None, :], lp, 0.0)
+        if self.observation == "bernoulli":
+            return lp.sum(-1)
+        log_fact = gammaln(y + 1.0) if observed is None else jnp.where(observed, gammaln(y + 1.0), 0.0)
+        return lp.sum(-1) - log_fact.sum(-1, keepdims=True)
 
     # ---------------------------------------------------------------- initialisation
     def init_params(
@@ -472,16 +515,62 @@ class GLMEmissions(EmissionComponent):
     ):
         """:math:`-[Q(\\phi) + \\log p(\\phi)] / n`: for ``'gumbel'`` the adjacency in ``Q`` is a Gumbel-softmax
         sample where ``sampled`` (a bool, traced or not) holds and the soft adjacency elsewhere."""
-        coupling = None
-        if self.coupling_prior == "onehot" and sampling == "gumbel":
-            logits = params.adjacency_logits
-            tau = self.temperature if self.sample_temperature is None else self.sample_temperature
-            noise = jnp.where(sampled, jax.random.gumbel(key, logits.shape, logits.dtype), 0.0)
-            a = jax.nn.softmax((logits + noise) / jnp.where(sampled, tau, 1.0).astype(logits.dtype), axis=-1)
-            coupling = self.coupling_weights(params, a)
+        coupling = self._step_coupling(params, key, sampling, sampled)
         n_bins = jnp.maximum(data.mask.sum(), 1).astype(weights.dtype)
         q = self.expected_log_likelihood(params, data, weights, coupling)
         return -(q + self.log_prior(params, self.num_states_of(params))) / n_bins
+
+    def _step_coupling(self, params: GLMParams, key, sampling: str, sampled) -> Array | None:
+        """The coupling an M-step's likelihood term uses: a Gumbel-softmax sample of the adjacency (one-hot prior,
+        ``'gumbel'``, where ``sampled`` holds), else ``None`` (the soft adjacency / free weights)."""
+        if self.coupling_prior != "onehot" or sampling != "gumbel":
+            return None
+        logits = params.adjacency_logits
+        tau = self.temperature if self.sample_temperature is None else self.sample_temperature
+        noise = jnp.where(sampled, jax.random.gumbel(key, logits.shape, logits.dtype), 0.0)
+        a = jax.nn.softmax((logits + noise) / jnp.where(sampled, tau, 1.0).astype(logits.dtype), axis=-1)
+        return self.coupling_weights(params, a)
+
+    def m_step_grad(
+        self, params: GLMParams, data: Sequences, weights: Array, key: PRNGKeyArray, sampling: str, sampled=True
+    ) -> GLMParams:
+        """``jax.grad(m_step_loss)`` with the likelihood term differentiated by hand: the predictor is linear in
+        ``(b, W, U)``, so :math:`\\partial Q / \\partial W_s = \\sum_{b,t} r_{bts}\\, h_{bt}^\\top` with :math:`r =
+        w\\,\\partial_\\eta \\log p` (:meth:`score`), two flat matmuls per step, pulled back to the unconstrained
+        leaves by ``jax.vjp``.  Autodiff of the log-pmf keeps several transcendental intermediates per element of
+        the ``(B, T, S, N)`` predictor, and XLA fuses them into the matmuls: 3-4x slower at the Table-1 size."""
+        S, N = self.num_states_of(params), self.num_neurons
+        u = _glm_inputs(data.inputs)
+
+        def linear_parts(p):
+            W = self._step_coupling(p, key, sampling, sampled) if self.has_coupling else None
+            W = self.coupling_weights(p) if self.has_coupling and W is None else W
+            return jnp.broadcast_to(p.bias, (S, N)), W, p.input_weights if self.num_covariates else None
+
+        (b, W, U), pullback = jax.vjp(linear_parts, params)
+        barrier = jax.lax.optimization_barrier  # keeps each elementwise pass out of the matmuls around it
+        eta = b
+        if self.has_coupling:
+            eta = eta + _flat_matmul(u.history.astype(W.dtype), W)
+        if self.num_covariates:
+            eta = eta + _flat_matmul(u.covariates.astype(U.dtype), U)
+        eta = barrier(jnp.broadcast_to(eta, data.emissions.shape[:-1] + (S, N)))
+        w = weights.astype(eta.dtype)[..., None]
+        if data.observed is not None:
+            w = w * data.entries[..., None, :].astype(eta.dtype)
+        r = barrier(w * self.score(data.emissions[..., None, :].astype(eta.dtype), eta))
+        r2 = r.reshape(-1, S * N)
+
+        def back(x):  # (..., P) inputs -> d Q / d coefficients (S, N, P)
+            return (r2.T @ x.reshape(-1, x.shape[-1]).astype(r2.dtype)).reshape(S, N, -1)
+
+        db = r2.sum(0).reshape(S, N)
+        dW = back(u.history) if self.has_coupling else None
+        dU = back(u.covariates) if self.num_covariates else None
+        (dq,) = pullback((db, dW, dU))
+        dprior = jax.grad(lambda p: self.log_prior(p, S))(params)
+        n_bins = jnp.maximum(data.mask.sum(), 1).astype(weights.dtype)
+        return jax.tree.map(lambda a, c: -(a + c) / n_bins, dq, dprior)
 
     def _fit(self, params, opt_state, key, data, weights, optimizer, num_steps, sampling, sampled=True):
         opt = self._optax(optimizer)
@@ -503,7 +592,7 @@ class GLMEmissions(EmissionComponent):
 
             def step(carry, k):
                 p, s = carry
-                g = jax.grad(self.m_step_loss)(p, data, weights, k, sampling, sampled)
+                g = self.m_step_grad(p, data, weights, k, sampling, sampled)
                 u, s = opt.update(g, s, p)
                 return (optax.apply_updates(p, u), s), None
 
