@@ -24,7 +24,7 @@ L-BFGS) on :math:`-\\frac1n[\\sum_{b,t,s}\\gamma_{b,t}(s)\\log p(y_{b,t}\\mid z=
 bins), the likelihood term at a Gumbel-softmax *sample* of the adjacency (``adjacency_sampling='gumbel'``, the
 paper's scheme) or at the soft adjacency (``'deterministic'``), then :math:`W_0` in closed form.  Adam steps take
 the gradient from :meth:`GLMEmissions.m_step_grad` (the closed-form score of the link, :meth:`GLMEmissions.score`,
-and two flat matmuls: equal to autodiff of the loss, about 3x faster per step at the Table-1 size).  Sampled M-steps
+and two flat matmuls: equal to autodiff of the loss, 2-3x faster per step at the Table-1 size).  Sampled M-steps
 make EM's objective noisy, so it cannot settle below a tolerance: ``sampled_iters=k`` samples in the first ``k`` EM
 iterations only and then finishes deterministically (a generalised EM from there on, whose objective converges;
 EM's convergence test starts after the sampled iterations).
@@ -538,7 +538,7 @@ class GLMEmissions(EmissionComponent):
         ``(b, W, U)``, so :math:`\\partial Q / \\partial W_s = \\sum_{b,t} r_{bts}\\, h_{bt}^\\top` with :math:`r =
         w\\,\\partial_\\eta \\log p` (:meth:`score`), two flat matmuls per step, pulled back to the unconstrained
         leaves by ``jax.vjp``.  Autodiff of the log-pmf keeps several transcendental intermediates per element of
-        the ``(B, T, S, N)`` predictor, and XLA fuses them into the matmuls: 3-4x slower at the Table-1 size."""
+        the ``(B, T, S, N)`` predictor, and XLA fuses them into the matmuls: 2-3x slower (Table-1 size, 2 cores)."""
         S, N = self.num_states_of(params), self.num_neurons
         u = _glm_inputs(data.inputs)
 
