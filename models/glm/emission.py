@@ -337,12 +337,16 @@ class GLMEmissions(EmissionComponent):
         """Linear predictor for every state: inputs with leading shape ``(...)`` -> ``(..., S, N)``."""
         u = _glm_inputs(inputs)
         S, N = self.num_states_of(params), self.num_neurons
-        eta = jnp.broadcast_to(params.bias, (S, N))
+        W = self.coupling_weights(params) if self.has_coupling and coupling is None else coupling
+        return self._linear_predictor(jnp.broadcast_to(params.bias, (S, N)), W, params.input_weights, u)
+
+    def _linear_predictor(self, bias: Array, W: Array | None, U: Array | None, u: GLMInputs) -> Array:
+        """``bias (S, N) + h W^T + u U^T`` for inputs ``u`` with leading shape ``(...)`` -> ``(..., S, N)``."""
+        eta = bias
         if self.has_coupling:
-            W = self.coupling_weights(params) if coupling is None else coupling
             eta = eta + _flat_matmul(u.history.astype(W.dtype), W)
         if self.num_covariates:
-            eta = eta + _flat_matmul(u.covariates.astype(eta.dtype), params.input_weights)
+            eta = eta + _flat_matmul(u.covariates.astype(eta.dtype), U)
         return eta
 
     def mean(self, eta: Array) -> Array:
@@ -543,18 +547,13 @@ class GLMEmissions(EmissionComponent):
         u = _glm_inputs(data.inputs)
 
         def linear_parts(p):
-            W = self._step_coupling(p, key, sampling, sampled) if self.has_coupling else None
+            W = self._step_coupling(p, key, sampling, sampled)
             W = self.coupling_weights(p) if self.has_coupling and W is None else W
             return jnp.broadcast_to(p.bias, (S, N)), W, p.input_weights if self.num_covariates else None
 
         (b, W, U), pullback = jax.vjp(linear_parts, params)
         barrier = jax.lax.optimization_barrier  # keeps each elementwise pass out of the matmuls around it
-        eta = b
-        if self.has_coupling:
-            eta = eta + _flat_matmul(u.history.astype(W.dtype), W)
-        if self.num_covariates:
-            eta = eta + _flat_matmul(u.covariates.astype(U.dtype), U)
-        eta = barrier(jnp.broadcast_to(eta, data.emissions.shape[:-1] + (S, N)))
+        eta = barrier(jnp.broadcast_to(self._linear_predictor(b, W, U, u), data.emissions.shape[:-1] + (S, N)))
         w = weights.astype(eta.dtype)[..., None]
         if data.observed is not None:
             w = w * data.entries[..., None, :].astype(eta.dtype)
