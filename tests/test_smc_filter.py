@@ -142,7 +142,8 @@ def test_filtered_means_match_kalman_and_mask(x64):
     mask = jnp.arange(40) % 7 != 3
     kf = kalman_filter(params, ys, mask=mask)
     res = particle_filter(jax.random.key(7), model, params, ys, 20_000, mask=mask, resampling="stratified")
-    np.testing.assert_allclose(res.filtered, kf.filtered_means, atol=0.03)
+    # 4.5 Monte Carlo sd of the worst step (sd <= 0.0115 over 30 keys; the missing steps are the widest)
+    np.testing.assert_allclose(res.filtered, kf.filtered_means, atol=0.05)
     assert abs(float(res.log_likelihood - kf.log_likelihood)) < 0.3
     assert res.ess.shape == (40,) and res.resampled.dtype == bool and not bool(res.collapsed)
     idata = to_arviz(res, observations=ys)
@@ -227,3 +228,28 @@ def test_input_validation_messages():
         particle_filter(jax.random.key(0), model, params, ys, 10, mask=jnp.ones(4, bool))
     with pytest.raises(ValueError, match="proposal"):
         FeynmanKac.guided(_Boxed())
+
+
+@pytest.mark.parametrize("impl", ["threefry2x32", "rbg", "legacy"])
+def test_particle_keys_give_distinct_independent_standard_streams(impl):
+    """particle_keys (the index XOR-ed into the key, no hash): every key distinct, within a step and across the keys
+    of 20 consecutive steps; normal draws over 20 step keys x 4096 particles have mean 0 and variance 1 (z-tests at
+    4.5 sd), and neither neighbouring particles nor particle i across consecutive steps correlate."""
+    from pssm.inference.smc import particle_keys
+
+    n, steps = 4096, 20
+    root = jax.random.PRNGKey(3) if impl == "legacy" else jax.random.key(3, impl=impl)
+    step_keys = jax.random.split(root, steps)
+    keys = jax.vmap(lambda k: particle_keys(k, n))(step_keys)  # (steps, n)
+    data = np.asarray(keys if impl == "legacy" else jax.random.key_data(keys)).reshape(steps * n, -1)
+    assert len({row.tobytes() for row in data}) == steps * n
+    if impl == "legacy":  # the legacy path equals the typed one on the same key data
+        typed = particle_keys(jax.random.wrap_key_data(step_keys[0]), n)
+        np.testing.assert_array_equal(np.asarray(jax.random.key_data(typed)), np.asarray(keys[0]))
+    z = np.asarray(jax.vmap(jax.vmap(lambda k: jax.random.normal(k, (), jnp.float32)))(keys), float)
+    m = z.size
+    assert abs(z.mean()) * np.sqrt(m) < 4.5
+    assert abs(z.var() - 1.0) / np.sqrt(2.0 / m) < 4.5
+    for a, b in ((z[:, :-1], z[:, 1:]), (z[:-1], z[1:])):
+        r = np.corrcoef(a.ravel(), b.ravel())[0, 1]
+        assert abs(r) * np.sqrt(a.size) < 4.5

@@ -40,6 +40,7 @@ from pssm.inference.smc.filter import (
     ParticleFilterState,
     ParticleHistory,
     as_feynman_kac,
+    particle_keys,
     propagate,
     reweight,
     select_ancestors,
@@ -118,7 +119,7 @@ def csmc_init(
     observed: Bool[Array, ""] | bool = True,
 ) -> tuple[ParticleFilterState, ParticleFilterInfo]:
     """Draw :math:`N-1` particles at ``t = 0`` and pin slot 0 to ``reference`` (the reference state at 0)."""
-    keys = jax.random.split(key, num_particles)
+    keys = particle_keys(key, num_particles)
     x0 = jax.vmap(lambda k: fk.sample_initial(k, params, y0, u0))(keys)
     x0 = x0.at[REFERENCE_SLOT].set(jnp.asarray(reference, x0.dtype))
     lw = jax.vmap(lambda x: fk.log_weight_initial(params, x, y0, u0, observed))(x0)

@@ -51,6 +51,7 @@ __all__ = [
     "ParticleHistory",
     "ParticleFilterResult",
     "select_ancestors",
+    "particle_keys",
     "propagate",
     "reweight",
     "filter_init",
@@ -272,11 +273,24 @@ def select_ancestors(
     return a, base, resampled
 
 
+def particle_keys(key: PRNGKeyArray, num: int) -> PRNGKeyArray:
+    """``num`` keys, one per particle: ``key``'s data with the particle index XOR-ed into its last word.
+
+    Counter-based generators name independent streams by their key (Salmon et al., SC 2011, for Threefry), so
+    no hash is needed to make them; ``jax.random.split`` would cost one Threefry hash per particle on top of the
+    draw itself (a quarter of a bootstrap step at N=1e5 on CPU).  Typed and legacy ``uint32`` keys both work."""
+    typed = jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+    data = jax.random.key_data(key) if typed else key
+    data = jnp.broadcast_to(data, (num,) + data.shape)
+    data = data.at[:, -1].set(data[:, -1] ^ jnp.arange(num, dtype=data.dtype))
+    return jax.random.wrap_key_data(data, impl=jax.random.key_impl(key)) if typed else data
+
+
 def propagate(
     key: PRNGKeyArray, fk: FeynmanKac, params: PyTree, particles_prev: Array, t: Int[Array, ""], y: Array, u: PyTree
 ) -> Array:
     """Step 2: one proposal draw per (already selected) parent, ``particles_prev = x_{t-1}[ancestors]``."""
-    keys = jax.random.split(key, particles_prev.shape[0])
+    keys = particle_keys(key, particles_prev.shape[0])
     return jax.vmap(lambda k, x: fk.sample(k, params, x, t, y, u))(keys, particles_prev)
 
 
@@ -307,7 +321,7 @@ def filter_init(
     sharding: jax.sharding.Sharding | None = None,
 ) -> tuple[ParticleFilterState, ParticleFilterInfo]:
     """Draw and weight the particles at ``t = 0``: :math:`\\hat p(y_0) = N^{-1}\\sum_i w_0^i`."""
-    keys = jax.random.split(key, num_particles)
+    keys = particle_keys(key, num_particles)
     x0 = jax.vmap(lambda k: fk.sample_initial(k, params, y0, u0))(keys)
     x0 = _constrain(x0, sharding)
     lw = jax.vmap(lambda x: fk.log_weight_initial(params, x, y0, u0, observed))(x0)
