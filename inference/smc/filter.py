@@ -278,7 +278,8 @@ def particle_keys(key: PRNGKeyArray, num: int) -> PRNGKeyArray:
 
     Counter-based generators name independent streams by their key (Salmon et al., SC 2011, for Threefry), so
     no hash is needed to make them; ``jax.random.split`` would cost one Threefry hash per particle on top of the
-    draw itself (a quarter of a bootstrap step at N=1e5 on CPU).  Typed and legacy ``uint32`` keys both work."""
+    draw itself (a quarter of a bootstrap step at N=1e5 on CPU).  Particle 0's key is ``key`` itself, so give it a
+    key that nothing else uses.  Typed and legacy ``uint32`` keys both work."""
     typed = jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
     data = jax.random.key_data(key) if typed else key
     data = jnp.broadcast_to(data, (num,) + data.shape)
