@@ -26,6 +26,7 @@ from jaxtyping import PRNGKeyArray
 
 from pssm.checkpoint import load_checkpoint, resume_metadata, save_checkpoint
 from pssm.jit import SameFunction
+from pssm.validation import is_typed_key
 
 __all__ = ["run_chunked", "run_fingerprint"]
 
@@ -52,7 +53,7 @@ def run_fingerprint(*trees: Any) -> str:
     digests = []
     for leaf in jax.tree.leaves(trees):
         h = hashlib.sha256()
-        if hasattr(leaf, "dtype") and jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+        if is_typed_key(leaf):
             leaf = jax.random.key_data(leaf)
         if isinstance(leaf, jax.Array | np.ndarray | np.generic):
             a = np.asarray(leaf)

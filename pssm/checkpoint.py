@@ -18,13 +18,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pssm.validation import is_typed_key
+
 __all__ = ["save_checkpoint", "load_checkpoint", "read_checkpoint_metadata", "resume_metadata", "CHECKPOINT_VERSION"]
 
 CHECKPOINT_VERSION = 1
-
-
-def _is_key(x: Any) -> bool:
-    return hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
 
 
 def save_checkpoint(path: str | os.PathLike, state: Any, **metadata: Any) -> Path:
@@ -32,7 +30,7 @@ def save_checkpoint(path: str | os.PathLike, state: Any, **metadata: Any) -> Pat
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     leaves = jax.tree.leaves(state)
-    arrays = {f"leaf{i}": np.asarray(jax.random.key_data(a) if _is_key(a) else a) for i, a in enumerate(leaves)}
+    arrays = {f"leaf{i}": np.asarray(jax.random.key_data(a) if is_typed_key(a) else a) for i, a in enumerate(leaves)}
     meta = {"version": CHECKPOINT_VERSION, "num_leaves": len(leaves), "metadata": metadata}
     arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     tmp = path.with_name(path.name + ".tmp")
@@ -90,12 +88,12 @@ def load_checkpoint(path: str | os.PathLike, template: Any) -> tuple[Any, dict]:
         out = []
         for i, ref in enumerate(leaves):
             a = f[f"leaf{i}"]
-            want = jax.random.key_data(ref) if _is_key(ref) else ref
+            want = jax.random.key_data(ref) if is_typed_key(ref) else ref
             if a.shape != tuple(np.shape(want)) or a.dtype != np.asarray(want).dtype:
                 raise ValueError(
                     f"checkpoint {path}: array {i} has shape {a.shape} and dtype {a.dtype}; this run expects "
                     f"{tuple(np.shape(want))} {np.asarray(want).dtype}. It was written by a different configuration."
                 )
             value = np.array(a) if isinstance(ref, np.ndarray) else jnp.asarray(a)
-            out.append(jax.random.wrap_key_data(value, impl=jax.random.key_impl(ref)) if _is_key(ref) else value)
+            out.append(jax.random.wrap_key_data(value, impl=jax.random.key_impl(ref)) if is_typed_key(ref) else value)
     return jax.tree.unflatten(treedef, out), meta["metadata"]

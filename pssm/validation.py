@@ -33,6 +33,7 @@ __all__ = [
     "check_binary",
     "check_categorical",
     "check_key",
+    "is_typed_key",
     "check_num_timesteps",
     "check_positive_int",
     "check_real",
@@ -130,7 +131,7 @@ def _format_kinds(kinds: str) -> str:
 
 
 def _check_dtype(a, name: str, dtype_kind: str | None) -> None:
-    kind = np.dtype(a.dtype).kind if not jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key) else "key"
+    kind = "key" if is_typed_key(a) else np.dtype(a.dtype).kind
     if kind not in _NUMERIC_KINDS:
         raise TypeError(f"{name} must be numeric; got dtype {a.dtype}. Convert it with np.asarray(..., float).")
     if dtype_kind is not None and kind not in dtype_kind:
@@ -265,6 +266,11 @@ def check_categorical(
     return a
 
 
+def is_typed_key(x: Any) -> bool:
+    """Whether ``x`` is a typed PRNG key array (``jax.random.key``), not a legacy ``uint32`` key or other data."""
+    return hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
 def check_key(key: Any, name: str = "key"):
     """One jax PRNG key: typed (``jax.random.key``) or a raw ``uint32[2]`` (``jax.random.PRNGKey``)."""
     fix = "pass jax.random.key(seed) (split it with jax.random.split for several draws)"
@@ -274,7 +280,7 @@ def check_key(key: Any, name: str = "key"):
         raise TypeError(f"{name} must be a jax PRNG key, not the integer {key!r}; {fix}.")
     if not hasattr(key, "dtype") or not hasattr(key, "shape"):
         raise TypeError(f"{name} must be a jax PRNG key; got {type(key).__name__}. {fix}.")
-    if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+    if is_typed_key(key):
         if key.shape != ():
             raise ValueError(
                 f"{name} must be a single key; got a batch of keys with shape {tuple(key.shape)}. Index one "

@@ -42,7 +42,7 @@ from pssm.inference.smc.resampling import (
     normalize_log_weights,
 )
 from pssm.protocol import SSM, PyTree, complete_steps, inputs_at, lags_observed, model_inputs
-from pssm.validation import check_array, check_key, fill_missing, is_tracer, split_missing
+from pssm.validation import check_array, check_key, fill_missing, is_tracer, is_typed_key, split_missing
 
 __all__ = [
     "FeynmanKac",
@@ -280,10 +280,10 @@ def particle_keys(key: PRNGKeyArray, num: int) -> PRNGKeyArray:
     no hash is needed to make them; ``jax.random.split`` would cost one Threefry hash per particle on top of the
     draw itself (a quarter of a bootstrap step at N=1e5 on CPU).  Particle 0's key is ``key`` itself, so give it a
     key that nothing else uses.  Typed and legacy ``uint32`` keys both work."""
-    typed = jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+    typed = is_typed_key(key)
     data = jax.random.key_data(key) if typed else key
-    data = jnp.broadcast_to(data, (num,) + data.shape)
-    data = data.at[:, -1].set(data[:, -1] ^ jnp.arange(num, dtype=data.dtype))
+    last = data[-1] ^ jnp.arange(num, dtype=data.dtype)
+    data = jnp.concatenate([jnp.broadcast_to(data[:-1], (num, data.shape[0] - 1)), last[:, None]], axis=1)
     return jax.random.wrap_key_data(data, impl=jax.random.key_impl(key)) if typed else data
 
 
