@@ -51,6 +51,7 @@ from pssm.inference.smc.filter import (
     reweight,
     select_ancestors,
 )
+from pssm.inference.smc.keys import fast_key
 from pssm.inference.smc.paris import (
     AdditiveFunctional,
     PaRISResult,
@@ -115,6 +116,7 @@ __all__ = [
     "paris_update",
     "particle_filter",
     "particle_keys",
+    "fast_key",
     "particle_mesh",
     "particle_sharding",
     "particle_smoother",

@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
+from pssm.inference.smc.keys import fast_key
 from pssm.inference.smc.resampling import multinomial_with_uniforms, normalize_log_weights
 
 __all__ = [
@@ -155,7 +156,7 @@ def _exact_batch(key, log_transition, xpb, lwb, xs, num_draws, log_bound=None):
         tiny = jnp.finfo(s.dtype).tiny ** 0.5
         s, m, use_f = jax.lax.cond(jnp.all(jnp.max(s, axis=-1) > tiny), lambda _: (s, m, use_f), exact_shift, None)
     cs = _cumsum_last(s)
-    u = jax.random.uniform(key, (xs.shape[0], num_draws), dtype=s.dtype)
+    u = jax.random.uniform(fast_key(key), (xs.shape[0], num_draws), dtype=s.dtype)
     target = u * cs[:, -1:]
     kb = jnp.sum(cs[:, None, :] <= target[..., None], axis=-1)
     kb = jnp.minimum(kb, _last_positive(s)[:, None])

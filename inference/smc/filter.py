@@ -34,6 +34,7 @@ from pssm.arviz import summary_group, to_arviz
 from pssm.boundary import check_inputs_taken
 from pssm.display import short_repr
 from pssm.distributions import observed_log_prob
+from pssm.inference.smc.keys import particle_keys
 from pssm.inference.smc.resampling import (
     Resampler,
     ess_of_normalized,
@@ -42,7 +43,7 @@ from pssm.inference.smc.resampling import (
     normalize_log_weights,
 )
 from pssm.protocol import SSM, PyTree, complete_steps, inputs_at, lags_observed, model_inputs
-from pssm.validation import check_array, check_key, fill_missing, is_tracer, is_typed_key, split_missing
+from pssm.validation import check_array, check_key, fill_missing, is_tracer, split_missing
 
 __all__ = [
     "FeynmanKac",
@@ -271,20 +272,6 @@ def select_ancestors(
     resampled = log_ess(lv) < jnp.log(jnp.asarray(ess_threshold * n, dtype))
     a, base = jax.lax.cond(resampled, do_resample, keep, None)
     return a, base, resampled
-
-
-def particle_keys(key: PRNGKeyArray, num: int) -> PRNGKeyArray:
-    """``num`` keys, one per particle: ``key``'s data with the particle index XOR-ed into its last word.
-
-    Counter-based generators name independent streams by their key (Salmon et al., SC 2011, for Threefry), so
-    no hash is needed to make them; ``jax.random.split`` would cost one Threefry hash per particle on top of the
-    draw itself (a quarter of a bootstrap step at N=1e5 on CPU).  Particle 0's key is ``key`` itself, so give it a
-    key that nothing else uses.  Typed and legacy ``uint32`` keys both work."""
-    typed = is_typed_key(key)
-    data = jax.random.key_data(key) if typed else key
-    last = data[-1] ^ jnp.arange(num, dtype=data.dtype)
-    data = jnp.concatenate([jnp.broadcast_to(data[:-1], (num, data.shape[0] - 1)), last[:, None]], axis=1)
-    return jax.random.wrap_key_data(data, impl=jax.random.key_impl(key)) if typed else data
 
 
 def propagate(

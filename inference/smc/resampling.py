@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
+from pssm.inference.smc.keys import fast_key
+
 __all__ = [
     "Resampler",
     "multinomial",
@@ -77,9 +79,30 @@ def ess_of_normalized(log_w: Float[Array, " N"]) -> Float[Array, ""]:
     return 1.0 / jnp.sum(jnp.exp(2.0 * log_w))
 
 
+def _prefix(op, x: Array, identity, block: int = 16) -> Array:
+    """Inclusive prefix ``op`` (``jnp.add``, ``jnp.maximum``) along the first axis, blocked for XLA:CPU.
+
+    ``x`` is cut into rows of ``block`` consecutive entries, laid out column-major so each of the ``block`` running
+    steps is one contiguous vector operation; the row totals are scanned (parallel scan) and added back.  About 2x
+    faster than one ``associative_scan`` over :math:`10^5` entries (a scan's 34 strided passes fuse poorly on
+    CPU), and as accurate: sequential within a block, pairwise across blocks.
+    """
+    n = x.shape[0]
+    if n <= 4 * block:
+        return jax.lax.associative_scan(op, x)
+    rows = -(-n // block)
+    padded = jnp.concatenate([x, jnp.full((rows * block - n,), identity, x.dtype)])
+    cols = padded.reshape(rows, block).T  # (block, rows): column j holds entry j of every row
+    run = [cols[0]]
+    for j in range(1, block):
+        run.append(op(run[-1], cols[j]))
+    totals = jax.lax.associative_scan(op, run[-1])
+    before = jnp.concatenate([jnp.full((1,), identity, x.dtype), totals[:-1]])
+    return op(jnp.stack(run), before[None, :]).T.reshape(-1)[:n]
+
+
 def _cumsum(x):
-    # a parallel prefix sum: ~3x faster than jnp.cumsum on CPU and more accurate (pairwise summation)
-    return jax.lax.associative_scan(jnp.add, x)
+    return _prefix(jnp.add, x, 0)
 
 
 def _weights(log_weights):
@@ -103,7 +126,7 @@ def _fill_from_starts(starts: Int[Array, " N"], active: Bool[Array, " N"], num_s
     idx = jnp.arange(n, dtype=jnp.int32)
     pos = jnp.where(active, starts, num_samples)
     marks = jnp.full((num_samples,), -1, jnp.int32).at[pos].max(idx, mode="drop")
-    out = jax.lax.associative_scan(jnp.maximum, marks)
+    out = _prefix(jnp.maximum, marks, -1)
     first = jnp.argmax(active).astype(jnp.int32)
     return jnp.where(out < 0, first, out)
 
@@ -128,13 +151,14 @@ def _stratified_like(log_weights, offsets, num_samples):
 
 def systematic(key: PRNGKeyArray, log_weights: Float[Array, " N"], num_samples: int) -> Int[Array, " M"]:
     """Systematic resampling: one uniform shared by all strata; :math:`O(N + M)`."""
+    # a Threefry draw (a loop on CPU, so computed once): a Philox scalar would be fused into the per-particle loop
     u = jax.random.uniform(key, (), dtype=log_weights.dtype)
     return _stratified_like(log_weights, u, num_samples)
 
 
 def stratified(key: PRNGKeyArray, log_weights: Float[Array, " N"], num_samples: int) -> Int[Array, " M"]:
     """Stratified resampling: one uniform per stratum :math:`[k/M, (k+1)/M)`; :math:`O(N + M)`."""
-    u = jax.random.uniform(key, (num_samples,), dtype=log_weights.dtype)
+    u = jax.random.uniform(fast_key(key), (num_samples,), dtype=log_weights.dtype)
     return _stratified_like(log_weights, u, num_samples)
 
 
@@ -159,7 +183,7 @@ def multinomial_with_uniforms(
     c = jnp.minimum(_cumulative(_weights(log_weights)), 1.0)
     wide = c.dtype == jnp.float64
     bits_dtype, s = (jnp.uint64, 63) if wide else (jnp.uint32, 31)
-    b = jax.random.bits(key, (num_samples,), bits_dtype) >> 1
+    b = jax.random.bits(fast_key(key), (num_samples,), bits_dtype) >> 1
     k = jnp.floor(c * 2.0**s).astype(bits_dtype)
     n = c.shape[0]
     idx = jnp.minimum(jnp.searchsorted(k, b, side="right"), n - 1).astype(jnp.int32)
@@ -172,7 +196,7 @@ def multinomial_with_uniforms(
 def multinomial(key: PRNGKeyArray, log_weights: Float[Array, " N"], num_samples: int) -> Int[Array, " M"]:
     """Multinomial resampling: i.i.d. draws from the weights (inverse CDF by binary search)."""
     c = _cumulative(_weights(log_weights))
-    u = jax.random.uniform(key, (num_samples,), dtype=c.dtype)
+    u = jax.random.uniform(fast_key(key), (num_samples,), dtype=c.dtype)
     return _inverse_cdf(c, u)
 
 
@@ -191,7 +215,7 @@ def residual(key: PRNGKeyArray, log_weights: Float[Array, " N"], num_samples: in
     total = jnp.sum(resid)
     safe = jnp.where(total > 0, resid, jnp.ones_like(resid))
     c = _cumulative(safe)
-    u = jax.random.uniform(key, (num_samples,), dtype=c.dtype)
+    u = jax.random.uniform(fast_key(key), (num_samples,), dtype=c.dtype)
     rnd = _inverse_cdf(c, u)
     return jnp.where(jnp.arange(num_samples) < n_det, det, rnd)
 
