@@ -63,10 +63,16 @@ def normalize_log_weights(log_weights: Float[Array, " N"]) -> tuple[Float[Array,
 
 
 def log_ess(log_weights: Float[Array, " N"]) -> Float[Array, ""]:
-    """:math:`\\log \\mathrm{ESS} = 2\\,\\mathrm{lse}(\\ell) - \\mathrm{lse}(2\\ell)` (``-inf`` if no weight)."""
-    lw, log_z = normalize_log_weights(log_weights)
-    val = -jax.scipy.special.logsumexp(2.0 * lw)
-    return jnp.where(jnp.isfinite(log_z), val, -jnp.inf)
+    """:math:`\\log \\mathrm{ESS} = 2\\,\\mathrm{lse}(\\ell) - \\mathrm{lse}(2\\ell) = \\log (S_1^2 / S_2)`
+    with :math:`S_k = \\sum_i e^{k(\\ell_i - \\max \\ell)}` (``-inf`` if no weight); NaN counts as ``-inf``.
+
+    Two passes over the weights (the max, then both sums from one exponential), not four."""
+    lw = jnp.where(jnp.isnan(log_weights), -jnp.inf, log_weights)
+    m = jnp.max(lw)
+    finite = jnp.isfinite(m)
+    e = jnp.exp(lw - jnp.where(finite, m, 0.0))
+    val = 2.0 * jnp.log(jnp.sum(e)) - jnp.log(jnp.sum(e * e))
+    return jnp.where(finite, val, -jnp.inf)
 
 
 def ess(log_weights: Float[Array, " N"]) -> Float[Array, ""]:
@@ -106,8 +112,11 @@ def _cumsum(x):
 
 
 def _weights(log_weights):
-    lw, _ = normalize_log_weights(log_weights)
-    return jnp.exp(lw)
+    """Weights proportional to :math:`e^{\\ell}` (largest 1; uniform if none is positive): one pass for the max,
+    no normaliser (every caller divides by the total)."""
+    lw = jnp.where(jnp.isnan(log_weights), -jnp.inf, log_weights)
+    m = jnp.max(lw)
+    return jnp.where(jnp.isfinite(m), jnp.exp(lw - m), 1.0)
 
 
 def _cumulative(w):
@@ -126,9 +135,9 @@ def _fill_from_starts(starts: Int[Array, " N"], active: Bool[Array, " N"], num_s
     idx = jnp.arange(n, dtype=jnp.int32)
     pos = jnp.where(active, starts, num_samples)
     marks = jnp.full((num_samples,), -1, jnp.int32).at[pos].max(idx, mode="drop")
-    out = _prefix(jnp.maximum, marks, -1)
-    first = jnp.argmax(active).astype(jnp.int32)
-    return jnp.where(out < 0, first, out)
+    # the first active particle starts at slot 0 (its cumulative weight before it is a sum of exact zeros), so
+    # every slot is marked; the clamp only covers no active particle at all (callers then ignore the output)
+    return jnp.maximum(_prefix(jnp.maximum, marks, -1), 0)
 
 
 def _starts_from_strata(c_prev: Float[Array, " N"], offsets: Float[Array, " M"], num_samples: int):
