@@ -119,11 +119,12 @@ def test_paris_particle_gibbs_api_resume_arviz_and_validation():
     assert r.estimates.shape == (6, 1) and r.paths.shape == (6, T, 1)
     np.testing.assert_allclose(r.estimate, r.estimates[2:].mean(0), rtol=1e-5)
     np.testing.assert_array_equal(r.paths[-1], r.state.frozen_path)
-    # the estimates target E[S | y]: exact value from the RTS smoother (loose: 6 iterations at N=16)
+    # the estimates target E[S | y]: exact value from the RTS smoother (loose: 6 iterations at N=16; over 30 keys
+    # the error has mean 0.03 and sd 1.8, so the bound is 4.5 sd)
     sm = kalman_smoother(p, y)
     m_, P, C = sm.smoothed_means[:, 0], sm.smoothed_covs[:, 0, 0], sm.smoothed_cross_covs[:, 0, 0]
     exact = float(m_[0] ** 2 + P[0] + jnp.sum(m_[1:] * m_[:-1] + C))
-    assert abs(float(r.estimate[0]) - exact) < 0.1 * abs(exact) + 2.0
+    assert abs(float(r.estimate[0]) - exact) < 8.2
     idata = to_arviz(r)
     assert set(idata.to_datatree().children) == set(idata.groups())  # ArviZ 1.x container
     assert isinstance(idata, az.InferenceData)

@@ -46,8 +46,9 @@ THREEFRY_UNROLLED = define_prng_impl(
 
 def _data_and_impl(key: PRNGKeyArray):
     """``(key data, the implementation to wrap it with)``: Threefry and legacy keys go to the unrolled twin."""
-    if not is_typed_key(key):
-        return jnp.asarray(key), THREEFRY_UNROLLED
+    if not is_typed_key(key):  # legacy uint32 data: Threefry's two words, or another default generator's
+        data = jnp.asarray(key)
+        return data, (THREEFRY_UNROLLED if data.shape[-1:] == (2,) else None)
     impl = jax.random.key_impl(key)
     data = jax.random.key_data(key)
     return data, (THREEFRY_UNROLLED if str(impl) == "threefry2x32" else impl)

@@ -13,7 +13,7 @@ satisfy :math:`E[n_i] = M W_i` (``M = num_samples``), and never selects a partic
 Stratified, systematic and residual run in :math:`O(N + M)` without sorting or binary search: particle ``i`` owns the
 output slots ``[s_{i}, s_{i+1})`` with :math:`s_i = \\#\\{k: U_k < C_{i-1}\\}` (``C`` the normalised cumulative
 weights), computed in closed form per particle; slots are then filled by a scatter-max of the block starts and a
-cumulative maximum (both parallel scans).  Zero-weight particles are never written, whatever the rounding.
+cumulative maximum (a blocked prefix scan).  Zero-weight particles are never written, whatever the rounding.
 Outputs are sorted by particle index (ancestors of a block are contiguous).
 """
 
@@ -160,7 +160,8 @@ def _stratified_like(log_weights, offsets, num_samples):
 
 def systematic(key: PRNGKeyArray, log_weights: Float[Array, " N"], num_samples: int) -> Int[Array, " M"]:
     """Systematic resampling: one uniform shared by all strata; :math:`O(N + M)`."""
-    # a Threefry draw (a loop on CPU, so computed once): a Philox scalar would be fused into the per-particle loop
+    # drawn from ``key`` as given (a rolled loop on CPU, so computed once): fast_key's unrolled hash of one scalar
+    # would be fused into, and repeated by, the per-particle loop that reads it
     u = jax.random.uniform(key, (), dtype=log_weights.dtype)
     return _stratified_like(log_weights, u, num_samples)
 
