@@ -45,18 +45,24 @@ __all__ = [
 Resampler = Callable[[PRNGKeyArray, Float[Array, " N"], int], Int[Array, " M"]]
 
 
+def _shifted_exp(log_weights):
+    """``(l, m, e^{l - m}, finite)``: log-weights with NaN as ``-inf``, their max ``m`` (0 if none is finite), the
+    shifted exponentials (largest 1) and whether any weight is positive; one pass for the max."""
+    lw = jnp.where(jnp.isnan(log_weights), -jnp.inf, log_weights)
+    m = jnp.max(lw)
+    finite = jnp.isfinite(m)
+    m_safe = jnp.where(finite, m, 0.0)
+    return lw, m_safe, jnp.exp(lw - m_safe), finite
+
+
 def normalize_log_weights(log_weights: Float[Array, " N"]) -> tuple[Float[Array, " N"], Float[Array, ""]]:
     """Return ``(log W, log sum exp(log_weights))``; NaN log-weights count as ``-inf``.
 
     If every weight is zero the normaliser is ``-inf`` and the returned log-weights are uniform (never NaN), so a
     caller can carry on and report the collapse through the normaliser.
     """
-    lw = jnp.where(jnp.isnan(log_weights), -jnp.inf, log_weights)
-    m = jnp.max(lw)
-    finite = jnp.isfinite(m)
-    m_safe = jnp.where(finite, m, 0.0)
-    s = jnp.sum(jnp.exp(lw - m_safe))
-    log_z = jnp.where(finite, m_safe + jnp.log(s), -jnp.inf)
+    lw, m_safe, e, finite = _shifted_exp(log_weights)
+    log_z = jnp.where(finite, m_safe + jnp.log(jnp.sum(e)), -jnp.inf)
     n = lw.shape[0]
     uniform = jnp.full_like(lw, -jnp.log(jnp.asarray(n, lw.dtype)))
     return jnp.where(finite, lw - log_z, uniform), log_z
@@ -67,10 +73,7 @@ def log_ess(log_weights: Float[Array, " N"]) -> Float[Array, ""]:
     with :math:`S_k = \\sum_i e^{k(\\ell_i - \\max \\ell)}` (``-inf`` if no weight); NaN counts as ``-inf``.
 
     Two passes over the weights (the max, then both sums from one exponential), not four."""
-    lw = jnp.where(jnp.isnan(log_weights), -jnp.inf, log_weights)
-    m = jnp.max(lw)
-    finite = jnp.isfinite(m)
-    e = jnp.exp(lw - jnp.where(finite, m, 0.0))
+    _, _, e, finite = _shifted_exp(log_weights)
     val = 2.0 * jnp.log(jnp.sum(e)) - jnp.log(jnp.sum(e * e))
     return jnp.where(finite, val, -jnp.inf)
 
@@ -114,9 +117,8 @@ def _cumsum(x):
 def _weights(log_weights):
     """Weights proportional to :math:`e^{\\ell}` (largest 1; uniform if none is positive): one pass for the max,
     no normaliser (every caller divides by the total)."""
-    lw = jnp.where(jnp.isnan(log_weights), -jnp.inf, log_weights)
-    m = jnp.max(lw)
-    return jnp.where(jnp.isfinite(m), jnp.exp(lw - m), 1.0)
+    _, _, e, finite = _shifted_exp(log_weights)
+    return jnp.where(finite, e, 1.0)
 
 
 def _cumulative(w):
